@@ -1,0 +1,144 @@
+"""The `fastcheck` command line: argument parsing and exit codes.
+
+Owns: turning a command line into a call of the right component and its result into
+output and an exit status (0 fine, 1 the input was wrong, 2 usage). User-caused errors
+are printed as messages, never as tracebacks.
+Must not: hold logic that a test could not reach without a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from fastcheck import __version__
+from fastcheck.config.loader import load_file
+from fastcheck.diff import diff
+from fastcheck.errors import ConfigError, Diagnostics, Severity
+from fastcheck.ipvs.table import desired_table
+from fastcheck.model import Config
+from fastcheck.render import (
+    config_json,
+    diff_json,
+    diff_lines,
+    summary,
+    table_json,
+    table_lines,
+)
+
+DEFAULT_CONFIG = "/etc/keepalived/keepalived.conf"
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--use-file", dest="file", default=DEFAULT_CONFIG,
+                        help=f"configuration file (default {DEFAULT_CONFIG})")
+    parser.add_argument("-i", "--config-id", default=None,
+                        help="id matched by @id conditional lines (default: short hostname)")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat every warning as an error")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastcheck", description="Health checks for IPVS farms, keepalived-compatible.")
+    parser.add_argument("--version", action="version", version=f"fastcheck {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check-config", help="validate a configuration",
+                                description="Load a configuration and report every problem "
+                                            "as file:line: message. --json prints the "
+                                            "resolved model with all inherited values.")
+    _add_config_options(check)
+
+    plan = commands.add_parser("plan", help="show the IPVS table a configuration asks for",
+                               description="Print the IPVS services and destinations FILE "
+                                           "asks for or, with --from OLDFILE, what a reload "
+                                           "from OLDFILE to FILE would change.")
+    _add_config_options(plan)
+    plan.add_argument("--from", dest="old_file", metavar="OLDFILE",
+                      help="configuration in force now; show the reload operations")
+    plan.add_argument("-v", "--verbose", action="store_true",
+                      help="with --from: also list every real server keeping its state")
+    return parser
+
+
+def _print_diagnostics(diags: Diagnostics, stream: TextIO) -> None:
+    for item in diags.items:
+        if item.severity is not Severity.ERROR:
+            print(item, file=stream)
+
+
+def _load(path: str, args: argparse.Namespace, err: TextIO) -> Config | None:
+    try:
+        config, diags = load_file(path, config_id=args.config_id, strict=args.strict)
+    except ConfigError as error:
+        for item in error.diagnostics:
+            print(item, file=err)
+        print(f"{path}: {len(error.diagnostics)} error(s); configuration not usable",
+              file=err)
+        return None
+    _print_diagnostics(diags, err)
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    config = _load(args.file, args, err)
+    if config is None:
+        return EXIT_INVALID
+    if args.json:
+        json.dump(config_json(config), out, indent=2)
+        out.write("\n")
+    else:
+        print(f"{args.file}: configuration OK: {summary(config)}", file=out)
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    new = _load(args.file, args, err)
+    old = _load(args.old_file, args, err) if args.old_file else None
+    if new is None or (args.old_file and old is None):
+        return EXIT_INVALID
+    if old is None:
+        table = desired_table(new)
+        if args.json:
+            json.dump({"services": table_json(table)}, out, indent=2)
+            out.write("\n")
+        else:
+            print(f"# {args.file}: {summary(new)}; {len(table)} IPVS services", file=out)
+            for line in table_lines(table):
+                print(line, file=out)
+        return EXIT_OK
+    result = diff(old, new)
+    if args.json:
+        json.dump(diff_json(result), out, indent=2)
+        out.write("\n")
+    else:
+        print(f"# reload {args.old_file} -> {args.file}", file=out)
+        for line in diff_lines(result, verbose=args.verbose):
+            print(line, file=out)
+    return EXIT_OK
+
+
+COMMANDS = {"check-config": cmd_check_config, "plan": cmd_plan}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, out, err)
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

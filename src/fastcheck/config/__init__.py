@@ -1,0 +1,1 @@
+"""Reading keepalived-style configuration: lexer → parser → loader → model."""

@@ -1,0 +1,1 @@
+"""IPVS: the table as data, operations, reconciliation and (later) kernel backends."""
