@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fastcheck.gcpause import gc_paused
 from fastcheck.ipvs.ops import Op
 from fastcheck.ipvs.reconcile import reconcile
 from fastcheck.ipvs.table import desired_table
@@ -52,27 +53,32 @@ def _index(config: Config) -> tuple[dict[VsKey, VirtualServer], dict[RsKey, Real
     return servers, reals, checks
 
 
-def _ordered(keys: set, reference: dict) -> tuple:
-    """Keeps configuration order, so output is stable."""
-    return tuple(k for k in reference if k in keys)
+def _split(old: dict, new: dict) -> tuple[tuple, tuple, tuple]:
+    """(added, removed, kept) keys, each in configuration order; one lookup per key."""
+    added, kept = [], []
+    for key in new:
+        (kept if key in old else added).append(key)
+    removed = tuple(key for key in old if key not in new)
+    return tuple(added), removed, tuple(kept)
 
 
 def diff(old: Config, new: Config) -> ConfigDiff:
+    with gc_paused():
+        return _diff(old, new)
+
+
+def _diff(old: Config, new: Config) -> ConfigDiff:
     old_vs, old_rs, old_checks = _index(old)
     new_vs, new_rs, new_checks = _index(new)
-    kept_vs = old_vs.keys() & new_vs.keys()
-    changed = {key for key in kept_vs if old_vs[key] != new_vs[key]}
+    vs_added, vs_removed, vs_both = _split(old_vs, new_vs)
+    changed = tuple(key for key in vs_both if old_vs[key] != new_vs[key])
+    unchanged = tuple(key for key in vs_both if old_vs[key] == new_vs[key])
+    rs_added, rs_removed, rs_kept = _split(old_rs, new_rs)
+    checks_added, checks_removed, checks_kept = _split(old_checks, new_checks)
     ops = reconcile(desired_table(new), desired_table(old))
     return ConfigDiff(
-        vs_added=_ordered(new_vs.keys() - old_vs.keys(), new_vs),
-        vs_removed=_ordered(old_vs.keys() - new_vs.keys(), old_vs),
-        vs_changed=_ordered(changed, new_vs),
-        vs_kept=_ordered(kept_vs - changed, new_vs),
-        rs_added=_ordered(new_rs.keys() - old_rs.keys(), new_rs),
-        rs_removed=_ordered(old_rs.keys() - new_rs.keys(), old_rs),
-        rs_kept=_ordered(old_rs.keys() & new_rs.keys(), new_rs),
-        checks_added=_ordered(new_checks.keys() - old_checks.keys(), new_checks),
-        checks_removed=_ordered(old_checks.keys() - new_checks.keys(), old_checks),
-        checks_kept=_ordered(old_checks.keys() & new_checks.keys(), new_checks),
+        vs_added=vs_added, vs_removed=vs_removed, vs_changed=changed, vs_kept=unchanged,
+        rs_added=rs_added, rs_removed=rs_removed, rs_kept=rs_kept,
+        checks_added=checks_added, checks_removed=checks_removed, checks_kept=checks_kept,
         ops=tuple(ops),
     )

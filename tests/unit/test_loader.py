@@ -597,3 +597,45 @@ def test_conditional_lines_follow_the_config_id():
     config2, _ = load_text(text, filename="t.conf", config_id="node2")
     assert config2.virtual_servers[0].scheduler == "sh"
     assert config2.virtual_servers[0].delay_loop_s == 99.0
+
+
+def test_remaining_keywords_and_their_effects():
+    config, diags = load("""
+        global_defs {
+            no_checker_emails
+            lvs_flush_onstop
+        }
+        vrrp_track_file tf { file /run/tf }
+        virtual_server fwmark 9 {
+            ip_family inet6
+            lvs_sched mh
+            mh-port
+            mh-fallback
+            flag-1
+            flag-2
+            hashed
+            snmp_name web-v6
+            lb_kind TUN
+            real_server 2001:db8::5 {
+                snmp_name rs5
+                BFD_CHECK { name bfd1 }
+                FILE_CHECK { track_file tf }
+            }
+        }
+    """)
+    g = config.global_defs
+    assert g.no_checker_emails and g.lvs_flush_on_stop == "all"
+    vs = config.virtual_servers[0]
+    assert vs.family.value == "inet6" and vs.snmp_name == "web-v6"
+    assert vs.scheduler_flags == SchedulerFlag.FLAG_1 | SchedulerFlag.FLAG_2
+    rs = vs.real_servers[0]
+    assert [c.kind for c in rs.checks] == [CheckKind.FILE]  # BFD_CHECK is not ours
+    assert any("BFD_CHECK is not supported" in str(d) for d in diags.items)
+    assert config.track_files[0].name == "tf"
+
+
+def test_scheduler_specific_flags_need_their_scheduler():
+    vs, diags = one_vs("lb_algo rr\nsh-port\nreal_server 10.1.0.1 80 { }")
+    assert vs.scheduler_flags == SchedulerFlag(0)
+    assert warnings_of(diags) == ["t.conf:3: warning: sh-port only applies to the sh "
+                                  "scheduler; ignored"]

@@ -54,14 +54,13 @@ _TOKEN = re.compile(
     r"|(?P<ref>\$\{[A-Za-z_][A-Za-z0-9_]*+[ 0-9]*+\})"
     r"""|"(?P<dq>(?:[^"\\]++|\\.)*+\\?)"?|'(?P<sq>(?:[^'\\]++|\\.)*+\\?)'?"""
     r"""|\\(?P<esc>[\\#!"'{}])|(?P<text>[^ \t\f\v\r\n{}"'\\$]++|[\\$])""", re.S)
-_ESCAPE = re.compile(r"\\(?:x([0-9A-Fa-f]+)|([0-7]{1,3})|c(.)|(.)|\Z)", re.S)
-_ESCAPED_CHARS = {"a": "\a", "b": "\b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r",
-                  "t": "\t", "v": "\v"}
 _DEFINITION = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*+)[ \t]*=[ \t]*(.*)", re.S)
 _REFERENCE = re.compile(
     r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*+)([ 0-9]*+)\}|([A-Za-z_][A-Za-z0-9_]*+)(?=[ \t,)]|\Z))")
 _GENERATOR = re.compile(r"~(SEQx?|LST)[ \t]*\(")
-_SEQ_NUMBER = re.compile(r"[ \t]*([+-]?(?:0[xX][0-9A-Fa-f]+|0[0-7]*|[1-9][0-9]*))[ \t]*\Z")
+_SEQ_NUMBER = re.compile(r"([+-]?(?:0[xX][0-9A-Fa-f]+|(0[0-7]+)|0|[1-9][0-9]*))")
+_LST_ITEM = re.compile(r"[ \t]*+(?:\{([^{}]*+)\}|([^,{} \t]++(?:[ \t]++[^,{} \t]++)*+))[ \t]*+")
+_LST_ITEMS = re.compile(rf"{_LST_ITEM.pattern}(?:,{_LST_ITEM.pattern})*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MAGIC = re.compile(r"[*?[]")
 _BLANKS = re.compile(r"[ \t]+")
@@ -100,6 +99,10 @@ class _Definition:
     max_params: int = 0
 
 
+# Generated work: (text, line, nesting depth, parameters to set before processing text).
+_Work = tuple[str, int, int, tuple[tuple[str, str], ...]]
+
+
 @dataclass(slots=True, eq=False)
 class _Frame:
     """One file being read; ``pending`` holds generated work to do before its next line."""
@@ -108,34 +111,22 @@ class _Frame:
     directory: str
     lines: list[str]
     identity: tuple[int, int] | None
+    parent: _Frame | None = None              # the including file (for cycle detection)
     index: int = 0
-    pending: list[object] = field(default_factory=list)
+    pending: list[Iterator[_Work]] = field(default_factory=list)
     def_name: str | None = None               # multi-line definition being collected
     def_lines: list[str] | None = None
 
 
-@dataclass(slots=True, eq=False)
-class _IncludeQueue:
-    paths: list[str]
-    lineno: int
+def _unquote(text: str) -> str:
+    """Inside quotes only an escaped quote is special, as in the keepalived 2.2.7 binary.
 
-
-def _byte_char(value: int) -> str:
-    value &= 0xFF     # keepalived stores an escape in a char; bytes ≥ 0x80 stay raw bytes
-    return chr(value) if value < 0x80 else chr(0xDC00 + value)
-
-
-def _escape(m: re.Match[str]) -> str:
-    hex_digits, octal, control, char = m.groups()
-    if hex_digits or octal:
-        return _byte_char(int(hex_digits[-2:], 16) if hex_digits else int(octal, 8))
-    if control:
-        return chr(ord(control) & 0x1F)
-    return "\\" if char is None else _ESCAPED_CHARS.get(char, char)
-
-
-def _unescape(text: str) -> str:
-    return _ESCAPE.sub(_escape, text) if "\\" in text else text
+    keepalived's man page documents C-style escapes, but the 2.2.7 parser passes quoted
+    text through unchanged, and operators rely on that for regexes such as "^OK\\s".
+    """
+    if "\\" not in text:
+        return text
+    return text.replace('\\"', '"').replace("\\'", "'")
 
 
 def tokenize(text: str, *, structural: bool = True) -> tuple[tuple[str, ...], frozenset[int]]:
@@ -149,9 +140,10 @@ def tokenize(text: str, *, structural: bool = True) -> tuple[tuple[str, ...], fr
     quoted = False
 
     def end_word() -> None:
-        if quoted and parts in ([OPEN], [CLOSE]):
+        word = "".join(parts)
+        if quoted and word in (OPEN, CLOSE):
             literal.add(len(tokens))
-        tokens.append("".join(parts))
+        tokens.append(word)
         parts.clear()
 
     for m in _TOKEN.finditer(text):
@@ -165,7 +157,7 @@ def tokenize(text: str, *, structural: bool = True) -> tuple[tuple[str, ...], fr
             if kind == "brace":
                 tokens.append(m.group())
         elif kind == "dq" or kind == "sq":
-            parts.append(_unescape(m[kind]))
+            parts.append(_unquote(m[kind]))
             quoted = True
         else:
             parts.append(m["esc"] if kind == "esc" else m.group())
@@ -284,20 +276,10 @@ class _Lexer:
                 frames.pop()
 
     def _from_pending(self, frame: _Frame) -> Line | None:
-        item = frame.pending[-1]
-        if isinstance(item, tuple):
+        item = next(frame.pending[-1], None)
+        if item is None:
             frame.pending.pop()
-        elif isinstance(item, _IncludeQueue):
-            path = item.paths.pop(0)
-            if not item.paths:
-                frame.pending.pop()
-            self._open(frame, path, item.lineno)
             return None
-        else:
-            item = next(item, None)  # type: ignore[call-overload]
-            if item is None:
-                frame.pending.pop()
-                return None
         text, lineno, depth, presets = item
         for name, value in presets:
             self.defs[name] = _Definition(value)
@@ -329,8 +311,8 @@ class _Lexer:
                 if m is not None:
                     self._define(frame, m[1], m[2], from_file)
                     return None
-            elif text[0] == "~" and _GENERATOR.match(text):
-                self._generator(frame, text, lineno, depth)
+            elif text[0] == "~" and (generator := _GENERATOR.match(text)):
+                self._generator(frame, text, generator, lineno, depth)
                 return None
             if "$" not in text:
                 break
@@ -346,11 +328,9 @@ class _Lexer:
         return self._deliver(frame, tokens, literal, lineno, text) if tokens else None
 
     def _conditional(self, text: str) -> str:
-        negate = text.startswith("@^")
-        m = _BLANKS.search(text)
-        if m is None:
-            return ""
-        if (text[2 if negate else 1:m.start()] == self.config_id) == negate:
+        """``@id rest`` / ``@^id rest`` → ``rest`` when it applies here, else ""."""
+        negate, m = text.startswith("@^"), _BLANKS.search(text)
+        if m is None or (text[2 if negate else 1:m.start()] == self.config_id) == negate:
             return ""
         return text[m.end():]
 
@@ -429,8 +409,8 @@ class _Lexer:
                     self.diag.error(position, f"parameter ${name} nests too deeply")
                     return text
                 value = definition.lines[0]
-                for line in reversed(definition.lines[1:]):
-                    frame.pending.append((line, lineno, depth + 1, ()))
+                frame.pending.append(iter([(line, lineno, depth + 1, ())
+                                           for line in definition.lines[1:]]))
             elif definition.fn is not None:
                 value = definition.fn(frame, [int(p) for p in params.split()], position)
             else:
@@ -446,10 +426,9 @@ class _Lexer:
         return text
 
     # -- ~SEQ / ~LST -----------------------------------------------------------------
-    def _generator(self, frame: _Frame, text: str, lineno: int, depth: int) -> None:
+    def _generator(self, frame: _Frame, text: str, m: re.Match[str], lineno: int,
+                   depth: int) -> None:
         position = Position(frame.file, lineno)
-        m = _GENERATOR.match(text)
-        assert m is not None
         close = text.find(")", m.end())
         if close < 0:
             self.diag.error(position, f"~{m[1]} without a closing ')'")
@@ -467,8 +446,7 @@ class _Lexer:
         frame.pending.append(self._generate(position, names, rows, rest, depth + 1))
 
     def _generate(self, position: Position, names: tuple[str, ...],
-                  rows: Iterator[tuple[str, ...]], rest: str,
-                  depth: int) -> Iterator[tuple[str, int, int, tuple[tuple[str, str], ...]]]:
+                  rows: Iterator[tuple[str, ...]], rest: str, depth: int) -> Iterator[_Work]:
         for row in rows:
             self.generated += 1
             if self.generated > _MAX_GENERATED:
@@ -506,23 +484,26 @@ class _Lexer:
                 if not matched:
                     self.diag.error(position, f"{keyword} '{pattern}': '{alt}' matched "
                                     "no files")
-        if paths:
-            frame.pending.append(_IncludeQueue(paths, lineno))
+        opened = [self._open(frame, path, position) for path in paths]
+        self.frames.extend(f for f in reversed(opened) if f is not None)
 
-    def _open(self, parent: _Frame, path: str, lineno: int) -> None:
-        position = Position(parent.file, lineno)
+    def _open(self, parent: _Frame, path: str, position: Position) -> _Frame | None:
         try:
             identity = _identity(path)
-            for k, frame in enumerate(self.frames):
-                if frame.identity == identity:
-                    chain = [f.file for f in self.frames[k:]] + [frame.file]
-                    self.diag.error(position, "include cycle: " + " -> ".join(chain))
-                    return
+            chain: list[_Frame] = []
+            ancestor: _Frame | None = parent
+            while ancestor is not None:
+                chain.insert(0, ancestor)
+                if ancestor.identity == identity:
+                    names = [f.file for f in chain] + [ancestor.file]
+                    self.diag.error(position, "include cycle: " + " -> ".join(names))
+                    return None
+                ancestor = ancestor.parent
             lines = _read(path)
         except (OSError, ValueError) as exc:
             self.diag.error(position, f"cannot read included file '{path}': {_reason(exc)}")
-            return
-        self.frames.append(_Frame(path, os.path.dirname(path), lines, identity))
+            return None
+        return _Frame(path, os.path.dirname(path), lines, identity, parent)
 
 
 def _glob(pattern: str, directory: str) -> list[str]:
@@ -536,13 +517,9 @@ def _glob(pattern: str, directory: str) -> list[str]:
 
 
 def _seq_number(text: str) -> int | None:
-    m = _SEQ_NUMBER.match(text)
-    if m is None:
-        return None
-    digits = m[1].lstrip("+-")
-    base = 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10
-    value = int(digits[2:] if base == 16 else digits, base)
-    return -value if m[1].startswith("-") else value
+    """An integer as strtol(…, 0) reads it: 0x… is hexadecimal, 0… octal."""
+    m = _SEQ_NUMBER.fullmatch(text)
+    return None if m is None else int(m[1], 8 if m[2] else 0)
 
 
 def _parse_seq(spec: str, hex_output: bool) -> _Rows | str:
@@ -568,34 +545,19 @@ def _parse_seq(spec: str, hex_output: bool) -> _Rows | str:
     return (var,), ((fmt.format(v),) for v in range(start, end + (step > 0 or -1), step))
 
 
-def _split_top(text: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, c in enumerate(text):
-        depth += (c == "{") - (c == "}")
-        if c == "," and depth == 0:
-            parts.append(text[start:i].strip(" \t"))
-            start = i + 1
-    parts.append(text[start:].strip(" \t"))
-    return parts
-
-
-def _group(text: str) -> tuple[str, ...]:
-    if text.startswith("{") and text.endswith("}"):
-        return tuple(part.strip(" \t") for part in text[1:-1].split(","))
-    return (text,)
-
-
 def _parse_lst(spec: str) -> _Rows | str:
-    var, *values = _split_top(spec)
-    names = _group(var)
+    """``V, a, b`` or ``{V, W}, {a, b}, {c, d}``: the names, then one row per value."""
+    if _LST_ITEMS.fullmatch(spec) is None:
+        return "expected a name or {names} and then values or {values}, comma separated"
+    items = [m[1] if m[1] is not None else m[2] for m in _LST_ITEM.finditer(spec)]
+    names, *values = [tuple(part.strip(" \t") for part in i.split(",")) for i in items]
     if not all(_NAME.match(name) for name in names):
         return "the variables must be parameter names"
     if not values:
         return "at least one value is needed"
-    rows = [_group(value) for value in values]
-    if any(len(row) != len(names) for row in rows):
+    if any(len(row) != len(names) for row in values):
         return f"each value needs {len(names)} part(s)"
-    return names, iter(rows)
+    return names, iter(values)
 
 
 def lex_text(text: str, *, filename: str = "<string>", config_id: str | None = None,

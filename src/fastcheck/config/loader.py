@@ -21,6 +21,7 @@ from fastcheck.config.collect import Fields, collect
 from fastcheck.config.groups import local_addresses, vs_group_entry
 from fastcheck.config.parser import Statement, parse_file, parse_text
 from fastcheck.errors import ConfigError, Diagnostics, Position
+from fastcheck.gcpause import gc_paused
 from fastcheck.model import (
     Config,
     Family,
@@ -74,7 +75,8 @@ def _config_id(config_id: str | None) -> str:
 
 
 def _finish(statements: tuple[Statement, ...], diags: Diagnostics) -> tuple[Config, Diagnostics]:
-    config = Loader(diags).load(statements)
+    with gc_paused():
+        config = Loader(diags).load(statements)
     if diags.has_errors:
         raise ConfigError(diags.errors)
     return config, diags

@@ -11,12 +11,12 @@ parsing goes on, so one run reports every unbalanced brace.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fastcheck.config.lexer import CLOSE, OPEN, Line, lex_file, lex_text
 from fastcheck.errors import Diagnostics, Position
+from fastcheck.gcpause import gc_paused
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +42,8 @@ def parse_lines(lines: Iterable[Line], diagnostics: Diagnostics) -> tuple[Statem
     objects that all survive, and letting the collector rescan them while they are built
     more than doubles the time a large configuration takes.
     """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _parse(lines, diagnostics)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _parse(lines: Iterable[Line], diagnostics: Diagnostics) -> tuple[Statement, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -99,7 +100,14 @@ def words(args: tuple[str, ...]) -> tuple[str, ...]:
     return args
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def parse_address(text: str) -> str:
+    """Canonical text of an IP address (what `ipaddress` prints)."""
+    if _CANONICAL_IPV4.fullmatch(text):
+        return text  # the common case, without building an ipaddress object
     try:
         return ipaddress.ip_address(text).compressed
     except ValueError:
