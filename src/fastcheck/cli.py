@@ -129,6 +129,10 @@ COMMANDS = {"check-config": cmd_check_config, "plan": cmd_plan}
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
          err: TextIO | None = None) -> int:
+    if out is None:
+        # Configuration text may hold undecodable bytes (kept as surrogates): show them
+        # escaped rather than dying on output.
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     out = out or sys.stdout
     err = err or sys.stderr
     args = build_parser().parse_args(argv)

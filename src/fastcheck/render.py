@@ -62,7 +62,7 @@ def table_lines(table: Table) -> Iterator[str]:
     for key in sorted(table, key=ServiceKey.sort_key):
         service = table[key]
         yield f"{key} {service.settings.describe()}"
-        for address in sorted(service.local_addresses):
+        for address in sorted(service.local_addresses, key=ipaddress.ip_address):
             yield f"  laddr {address}"
         for dest in sorted(service.destinations, key=_destination_order):
             s = service.destinations[dest]

@@ -145,3 +145,22 @@ def test_group_expands_to_one_kernel_service_per_address():
                     "TCP  10.0.0.1:443"]
     assert table[next(k for k in table if k.port == 443)].local_addresses == {
         "192.168.0.2", "192.168.0.3"}
+
+
+def test_fullnat_local_addresses_skip_fwmark_entries():
+    table = desired_table(load("""
+        local_address_group L { 192.168.0.1 }
+        virtual_server_group G {
+            10.0.0.1 80
+            fwmark 7
+        }
+        virtual_server group G {
+            lb_kind FNAT
+            laddr_group_name L
+            protocol TCP
+            lb_algo rr
+            real_server 172.16.0.1 80 { }
+        }
+    """))
+    by_kind = {bool(key.fwmark): service.local_addresses for key, service in table.items()}
+    assert by_kind == {False: {"192.168.0.1"}, True: frozenset()}

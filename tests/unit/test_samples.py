@@ -13,11 +13,12 @@ from fastcheck.model import CheckKind
 SAMPLES = Path("/usr/share/doc/keepalived/samples")
 FILES = sorted(SAMPLES.glob("keepalived.conf.*")) if SAMPLES.is_dir() else []
 
-pytestmark = pytest.mark.skipif(
+needs_samples = pytest.mark.skipif(
     not FILES, reason=f"keepalived samples not installed at {SAMPLES} (apt-get install "
                       "keepalived; .ci/run does)")
 
 
+@needs_samples
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_sample_loads(path):
     config, diags = load_file(str(path), config_id="high")
@@ -36,6 +37,7 @@ def _sample(name: str):
     return load_file(str(SAMPLES / name), config_id="x")[0]
 
 
+@needs_samples
 def test_smtp_sample_host_blocks_become_checks_as_in_keepalived():
     config = _sample("keepalived.conf.SMTP_CHECK")
     counts = [len(rs.checks) for rs in config.virtual_servers[0].real_servers]
@@ -49,7 +51,18 @@ def test_smtp_sample_host_blocks_become_checks_as_in_keepalived():
     assert all(c.kind is CheckKind.SMTP and c.params.helo_name == "foo.bar.com" for c in third)
 
 
+@needs_samples
 def test_virtual_server_group_sample_expands():
     config = _sample("keepalived.conf.virtual_server_group")
     group = config.vs_groups[0]
     assert sum(len(list(entry.addresses())) for entry in group.entries) >= 2
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "conf").glob("*.conf"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_configurations_load_without_a_warning(path):
+    config, diags = load_file(str(path), strict=True)
+    assert config.virtual_servers
+    assert [d for d in diags.items if d.severity is not Severity.INFO] == []

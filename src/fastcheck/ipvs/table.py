@@ -162,5 +162,8 @@ def desired_table(config: Config) -> Table:
             group = config.local_address_group(vs.local_address_group)
             laddrs = frozenset(group.addresses) if group else frozenset()
         for key in service_keys(vs, config):
-            table[key] = Service(settings, dict(destinations), laddrs, vs.key)
+            # FULLNAT local addresses belong to address services only (the Alibaba fork
+            # skips fwmark services and fwmark group entries).
+            table[key] = Service(settings, dict(destinations),
+                                 frozenset() if key.fwmark else laddrs, vs.key)
     return table
