@@ -1,14 +1,16 @@
 """Lexer: keepalived configuration text → logical lines of tokens, each with its position.
 
 Owns: everything keepalived does to a configuration before block structure — reading
-files, ``#``/``!`` comments, quoting and escapes, the ``include`` family (globs, brace
-expansion, include checks, cycle detection), ``@id``/``@^id`` conditional lines,
-``$NAME=value`` parameters (multi-line too) with recursive use-time substitution and the
-predefined ``_PWD``, ``_INSTANCE``, ``_RANDOM``, ``_HASH`` and ``_BANG``, and the
-``~SEQ``/``~SEQx``/``~LST`` line generators.
-Must not: know any keyword besides the include family, build the block tree (parser.py),
-raise on bad input (every problem goes to the Diagnostics collector and lexing goes on),
-or print.
+files, the line loop (including the continuation lines of multi-line definitions and the
+work that parameters and generators queue), ``#``/``!`` comments, quoting and escapes,
+tokenizing, the ``include`` family (globs, brace expansion, include checks, cycle
+detection) and ``@id``/``@^id`` conditional lines; it decides what each line is and hands
+``$NAME=value`` definitions and substitution to params.py and ``~SEQ``/``~SEQx``/``~LST``
+generators to generators.py.
+Must not: know any keyword besides the include family, store or substitute parameters
+itself (params.py), parse generator specifications (generators.py), build the block tree
+(parser.py), raise on bad input (every problem goes to the Diagnostics collector and lexing
+goes on), or print.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import os
 import random
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from fastcheck.config.generators import GENERATOR, Generators
+from fastcheck.config.params import DEFINITION, Collecting, Parameters, Work
 from fastcheck.errors import Diagnostics, Position
 
 OPEN = "{"
@@ -35,11 +39,6 @@ _MATCH, _WILDCARD, _BRACE = 1, 2, 4
 _INCLUDE_CHECKS = {"include": 0, "includer": 0, "includem": _MATCH, "includew": _WILDCARD,
                    "includeb": _BRACE, "includea": _MATCH | _WILDCARD | _BRACE}
 
-# Guards against definitions that expand forever (keepalived itself would loop or overflow).
-_MAX_SUBSTITUTIONS = 10_000      # replacements within one line
-_MAX_LINE_CHARS = 1 << 20        # length of one line after substitution
-_MAX_DEPTH = 64                  # nesting of multi-line / ~SEQ / ~LST expansions
-_MAX_GENERATED = 5_000_000       # lines produced by ~SEQ / ~LST in one configuration
 _MAX_BRACE_ALTERNATIVES = 4096   # include {a,b}{c,d}… alternatives
 
 _WS = " \t\f\v\r\n"
@@ -54,18 +53,8 @@ _TOKEN = re.compile(
     r"|(?P<ref>\$\{[A-Za-z_][A-Za-z0-9_]*+[ 0-9]*+\})"
     r"""|"(?P<dq>(?:[^"\\]++|\\.)*+\\?)"?|'(?P<sq>(?:[^'\\]++|\\.)*+\\?)'?"""
     r"""|\\(?P<esc>[\\#!"'{}])|(?P<text>[^ \t\f\v\r\n{}"'\\$]++|[\\$])""", re.S)
-_DEFINITION = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*+)[ \t]*=[ \t]*(.*)", re.S)
-_REFERENCE = re.compile(
-    r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*+)([ 0-9]*+)\}|([A-Za-z_][A-Za-z0-9_]*+)(?=[ \t,)]|\Z))")
-_GENERATOR = re.compile(r"~(SEQx?|LST)[ \t]*\(")
-_SEQ_NUMBER = re.compile(r"([+-]?(?:0[xX][0-9A-Fa-f]+|(0[0-7]+)|0|[1-9][0-9]*))")
-_LST_ITEM = re.compile(r"[ \t]*+(?:\{([^{}]*+)\}|([^,{} \t]++(?:[ \t]++[^,{} \t]++)*+))[ \t]*+")
-_LST_ITEMS = re.compile(rf"{_LST_ITEM.pattern}(?:,{_LST_ITEM.pattern})*")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MAGIC = re.compile(r"[*?[]")
 _BLANKS = re.compile(r"[ \t]+")
-
-_Rows = tuple[tuple[str, ...], Iterator[tuple[str, ...]]]   # ~SEQ/~LST: names, values
 
 
 def default_config_id() -> str:
@@ -91,18 +80,6 @@ class Line(NamedTuple):
         return Position(self.file, self.line)
 
 
-@dataclass(frozen=True, slots=True)
-class _Definition:
-    value: str = ""
-    lines: tuple[str, ...] | None = None      # set for a multi-line definition
-    fn: Callable[[_Frame, list[int], Position], str] | None = None
-    max_params: int = 0
-
-
-# Generated work: (text, line, nesting depth, parameters to set before processing text).
-_Work = tuple[str, int, int, tuple[tuple[str, str], ...]]
-
-
 @dataclass(slots=True, eq=False)
 class _Frame:
     """One file being read; ``pending`` holds generated work to do before its next line."""
@@ -113,9 +90,8 @@ class _Frame:
     identity: tuple[int, int] | None
     parent: _Frame | None = None              # the including file (for cycle detection)
     index: int = 0
-    pending: list[Iterator[_Work]] = field(default_factory=list)
-    def_name: str | None = None               # multi-line definition being collected
-    def_lines: list[str] | None = None
+    pending: list[Iterator[Work]] = field(default_factory=list)
+    collecting: Collecting | None = None      # multi-line definition being collected
 
 
 def _unquote(text: str) -> str:
@@ -219,16 +195,10 @@ class _Lexer:
                  rng: random.Random | None) -> None:
         self.diag = diagnostics
         self.config_id = default_config_id() if config_id is None else config_id
-        self.rng = rng if rng is not None else random.Random()
-        self.generated = 0
+        self.params = Parameters(diagnostics, self.config_id,
+                                 rng if rng is not None else random.Random())
+        self.generators = Generators(diagnostics, self.params)
         self.frames: list[_Frame] = []
-        self.defs: dict[str, _Definition] = {
-            "_PWD": _Definition(fn=lambda frame, *_: os.path.abspath(frame.directory)),
-            "_INSTANCE": _Definition(self.config_id),
-            "_RANDOM": _Definition(fn=self._random, max_params=2),
-            "_HASH": _Definition("#"),
-            "_BANG": _Definition("!"),
-        }
 
     # -- driving ---------------------------------------------------------------------
     def run(self) -> Iterator[Line]:
@@ -241,9 +211,9 @@ class _Lexer:
                 if out is not None:
                     yield out
                 continue
-            if frame.def_lines is not None and frame.index < len(frame.lines):
+            if (collecting := frame.collecting) is not None and frame.index < len(frame.lines):
                 frame.index += 1
-                self._continue_definition(frame, frame.lines[frame.index - 1])
+                self._continue_definition(frame, collecting, frame.lines[frame.index - 1])
                 continue
             lines, file = frame.lines, frame.file
             for index in range(frame.index, len(lines)):
@@ -268,7 +238,7 @@ class _Lexer:
                     out = self._process(frame, text, index + 1, 0, from_file=True)
                 if out is not None:
                     yield out
-                if frame.pending or frame.def_lines is not None or frames[-1] is not frame:
+                if frame.pending or frame.collecting is not None or frames[-1] is not frame:
                     break
             else:
                 frame.index = len(lines)
@@ -281,8 +251,8 @@ class _Lexer:
             frame.pending.pop()
             return None
         text, lineno, depth, presets = item
-        for name, value in presets:
-            self.defs[name] = _Definition(value)
+        if presets:
+            self.params.assign(presets)
         if not text:
             return None
         return self._process(frame, text, lineno, depth, from_file=False)
@@ -307,16 +277,18 @@ class _Lexer:
                 if not text:
                     return None
             if text[0] == "$":
-                m = _DEFINITION.fullmatch(text)
+                m = DEFINITION.fullmatch(text)
                 if m is not None:
-                    self._define(frame, m[1], m[2], from_file)
+                    collecting = self.params.define(m[1], m[2], from_file=from_file)
+                    if collecting is not None:
+                        frame.collecting = collecting
                     return None
-            elif text[0] == "~" and (generator := _GENERATOR.match(text)):
-                self._generator(frame, text, generator, lineno, depth)
+            elif text[0] == "~" and (generator := GENERATOR.match(text)):
+                self.generators.start(frame, text, generator, lineno, depth)
                 return None
             if "$" not in text:
                 break
-            new = self._substitute(frame, text, lineno, depth)
+            new = self.params.substitute(frame, text, lineno, depth)
             if new == text:
                 break
             text = new
@@ -343,118 +315,21 @@ class _Lexer:
         self._include(frame, tokens[0], args, lineno)
         return None
 
-    # -- parameters ------------------------------------------------------------------
-    def _define(self, frame: _Frame, name: str, value: str, from_file: bool) -> None:
-        if value.endswith("\\"):
-            value = value[:-1].rstrip(" \t")
-            if from_file:
-                frame.def_name, frame.def_lines = name, [value] if value else []
-                return
-        self.defs[name] = _Definition(value)
-
-    def _continue_definition(self, frame: _Frame, raw: str) -> None:
+    # -- multi-line definitions ------------------------------------------------------
+    def _continue_definition(self, frame: _Frame, collecting: Collecting, raw: str) -> None:
         if not raw.rstrip("\r"):
             self._end_definition(frame)         # an empty line ends it, as in keepalived
             return
         text = self._decomment(raw, frame.file, frame.index)
         if not text:
             return                              # blank or comment-only: skipped
-        more = text.endswith("\\")
-        if more:
-            text = text[:-1].rstrip(" \t")
-        if text:
-            frame.def_lines.append(text)        # type: ignore[union-attr]
-        if not more:
+        if not self.params.extend(collecting, text):
             self._end_definition(frame)
 
     def _end_definition(self, frame: _Frame) -> None:
-        if frame.def_name is not None and frame.def_lines is not None:
-            lines = tuple(frame.def_lines)
-            self.defs[frame.def_name] = _Definition(lines=lines) if lines else _Definition()
-        frame.def_name = frame.def_lines = None
-
-    def _random(self, _: _Frame, params: list[int], position: Position) -> str:
-        low, high = (params + [0, 32767][len(params):])[:2]
-        if len(params) > 2:
-            self.diag.warning(position, "${_RANDOM} takes at most two numbers; extra ignored")
-        if low > high:
-            self.diag.error(position, f"${{_RANDOM {low} {high}}}: MIN is greater than MAX")
-            return str(low)
-        return str(self.rng.randint(low, high))
-
-    def _substitute(self, frame: _Frame, text: str, lineno: int, depth: int, *,
-                    multiline: bool = True) -> str:
-        """Replace ``$NAME``/``${NAME}`` recursively; unknown names stay as written."""
-        pos, count = text.find("$"), 0
-        while 0 <= pos < len(text) - 1:
-            m = _REFERENCE.match(text, pos)
-            if m is None:
-                pos = text.find("$", pos + 1)
-                continue
-            name, raw_params = m[1] or m[3], m[2] or ""
-            params = raw_params.strip(" ")
-            definition = self.defs.get(name)
-            if definition is None or (params and (not definition.max_params
-                                                  or raw_params.endswith(" "))):
-                pos = text.find("$", pos + 1)
-                continue
-            position = Position(frame.file, lineno)
-            if definition.lines is not None:
-                if m.end() != len(text) or not multiline:
-                    self.diag.warning(position, f"multi-line parameter ${name} can only be "
-                                      "used at the end of a line; left as written")
-                    pos = text.find("$", pos + 1)
-                    continue
-                if depth >= _MAX_DEPTH:
-                    self.diag.error(position, f"parameter ${name} nests too deeply")
-                    return text
-                value = definition.lines[0]
-                frame.pending.append(iter([(line, lineno, depth + 1, ())
-                                           for line in definition.lines[1:]]))
-            elif definition.fn is not None:
-                value = definition.fn(frame, [int(p) for p in params.split()], position)
-            else:
-                value = definition.value
-            text = text[:pos] + value + text[m.end():]
-            count += 1
-            if count > _MAX_SUBSTITUTIONS or len(text) > _MAX_LINE_CHARS:
-                self.diag.error(position, "parameter substitution does not terminate "
-                                "(a definition refers to itself?)")
-                return text
-            if value.lstrip(" \t").startswith("~"):
-                break
-        return text
-
-    # -- ~SEQ / ~LST -----------------------------------------------------------------
-    def _generator(self, frame: _Frame, text: str, m: re.Match[str], lineno: int,
-                   depth: int) -> None:
-        position = Position(frame.file, lineno)
-        close = text.find(")", m.end())
-        if close < 0:
-            self.diag.error(position, f"~{m[1]} without a closing ')'")
-            return
-        if depth >= _MAX_DEPTH:
-            self.diag.error(position, f"~{m[1]} nests too deeply")
-            return
-        spec = self._substitute(frame, text[m.end():close], lineno, depth, multiline=False)
-        parsed = _parse_lst(spec) if m[1] == "LST" else _parse_seq(spec, m[1] == "SEQx")
-        if isinstance(parsed, str):
-            self.diag.error(position, f"invalid ~{m[1]}({spec}): {parsed}")
-            return
-        names, rows = parsed
-        rest = text[close + 1:].lstrip(" \t")
-        frame.pending.append(self._generate(position, names, rows, rest, depth + 1))
-
-    def _generate(self, position: Position, names: tuple[str, ...],
-                  rows: Iterator[tuple[str, ...]], rest: str, depth: int) -> Iterator[_Work]:
-        for row in rows:
-            self.generated += 1
-            if self.generated > _MAX_GENERATED:
-                if self.generated == _MAX_GENERATED + 1:
-                    self.diag.error(position, f"~SEQ/~LST would generate more than "
-                                    f"{_MAX_GENERATED} lines; stopped")
-                return
-            yield rest, position.line, depth, tuple(zip(names, row, strict=True))
+        if frame.collecting is not None:
+            self.params.finish(frame.collecting)
+        frame.collecting = None
 
     # -- include ---------------------------------------------------------------------
     def _include(self, frame: _Frame, keyword: str, args: tuple[str, ...],
@@ -514,50 +389,6 @@ def _glob(pattern: str, directory: str) -> list[str]:
         return [path for path in paths if not os.path.isdir(path)]
     path = os.path.join(directory, pattern)
     return [path] if os.path.lexists(path) else []
-
-
-def _seq_number(text: str) -> int | None:
-    """An integer as strtol(…, 0) reads it: 0x… is hexadecimal, 0… octal."""
-    m = _SEQ_NUMBER.fullmatch(text)
-    return None if m is None else int(m[1], 8 if m[2] else 0)
-
-
-def _parse_seq(spec: str, hex_output: bool) -> _Rows | str:
-    var, *fields = (part.strip(" \t") for part in spec.split(","))
-    parsed = [_seq_number(f) for f in fields]
-    if not _NAME.match(var):
-        return "the variable must be a parameter name"
-    numbers = [n for n in parsed if n is not None]
-    if not 1 <= len(parsed) <= 3 or len(numbers) != len(parsed):
-        return "expected 1 to 3 integers after the variable"
-    if len(numbers) == 1:               # keepalived's defaults, including its odd ~SEQ(I, 0)
-        start, step, end = (-1 if numbers[0] < 0 else 1), (-1 if numbers[0] < 1 else 1), *numbers
-    elif len(numbers) == 2:
-        start, end = numbers
-        step = 1 if start <= end else -1
-    else:
-        start, step, end = numbers
-        if not step or (start < end and step < 0) or (start > end and step > 0):
-            return "the step cannot reach the end"
-    if hex_output and (start < 0 or end < 0):
-        return "~SEQx is only valid for non-negative numbers"
-    fmt = "{:x}" if hex_output else "{:d}"
-    return (var,), ((fmt.format(v),) for v in range(start, end + (step > 0 or -1), step))
-
-
-def _parse_lst(spec: str) -> _Rows | str:
-    """``V, a, b`` or ``{V, W}, {a, b}, {c, d}``: the names, then one row per value."""
-    if _LST_ITEMS.fullmatch(spec) is None:
-        return "expected a name or {names} and then values or {values}, comma separated"
-    items = [m[1] if m[1] is not None else m[2] for m in _LST_ITEM.finditer(spec)]
-    names, *values = [tuple(part.strip(" \t") for part in i.split(",")) for i in items]
-    if not all(_NAME.match(name) for name in names):
-        return "the variables must be parameter names"
-    if not values:
-        return "at least one value is needed"
-    if any(len(row) != len(names) for row in values):
-        return f"each value needs {len(names)} part(s)"
-    return names, iter(values)
 
 
 def lex_text(text: str, *, filename: str = "<string>", config_id: str | None = None,
