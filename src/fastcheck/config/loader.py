@@ -10,6 +10,7 @@ Must not: do network I/O or keep state between loads.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -293,6 +294,7 @@ class VirtualServerBuilder:
             return None
         family = self.family(st, kind, address, group, vsf.get("ip_family"), real_servers)
         quorum, hysteresis = self.quorum(fields, real_servers)
+        granularity = self.granularity(fields, family)
         laddr = vsf.get("local_address_group")
         if laddr is not None and laddr not in self.context.laddr_groups:
             self.diags.error(fields.positions["local_address_group"],
@@ -306,7 +308,7 @@ class VirtualServerBuilder:
             scheduler=scheduler, scheduler_flags=flags,
             one_packet=vsf.get("one_packet", False), forwarding=forwarding,
             persistence_timeout_s=persistence,
-            persistence_granularity=vsf.get("persistence_granularity"),
+            persistence_granularity=granularity,
             persistence_engine=vsf.get("persistence_engine"),
             delay_loop_s=vsf.get("delay_loop_s", k.DEFAULT_DELAY_LOOP_S),
             ha_suspend=vsf.get("ha_suspend", False), alpha=vsf.get("alpha", False),
@@ -403,6 +405,26 @@ class VirtualServerBuilder:
                                               f"({family.value}); only tunnelled real "
                                               "servers may differ")
         return family
+
+    def granularity(self, fields: Fields, family: Family) -> str | None:
+        """IPv4 takes a dotted mask (a prefix length is converted), IPv6 a prefix length."""
+        mask: str | None = fields.get("persistence_granularity")
+        if mask is None:
+            return None
+        position = fields.positions["persistence_granularity"]
+        if family is Family.INET6:
+            if not mask.isdigit():
+                self.diags.error(position, f"persistence_granularity {mask}: an IPv6 service "
+                                           "takes a prefix length (1..128)")
+                return None
+            return mask
+        if mask.isdigit():
+            if int(mask) > 32:
+                self.diags.error(position, f"persistence_granularity {mask}: an IPv4 prefix "
+                                           "length is at most 32")
+                return None
+            return str(ipaddress.IPv4Network(f"0.0.0.0/{mask}").netmask)
+        return mask
 
     def quorum(self, fields: Fields, real_servers: tuple[RealServer, ...]) -> tuple[int, int]:
         """keepalived's order: cap quorum at the total weight, then hysteresis below it."""

@@ -72,7 +72,7 @@ class ServiceSettings:
             parts.append("ops")
         if self.persistence_timeout_s:
             parts.append(f"persistent {self.persistence_timeout_s}")
-            if self.netmask:
+            if self.netmask not in (None, *FULL_NETMASK.values()):
                 parts.append(f"mask {self.netmask}")
         if self.persistence_engine:
             parts.append(f"pe {self.persistence_engine}")
@@ -113,7 +113,7 @@ class Service:
     settings: ServiceSettings
     destinations: dict[DestinationKey, DestinationSettings] = field(default_factory=dict)
     local_addresses: frozenset[str] = frozenset()
-    owner: VsKey | None = None  # the virtual server asking for it (desired tables only)
+    owner: VsKey | None = field(default=None, compare=False)  # desired tables only
 
 
 Table = dict[ServiceKey, Service]
@@ -136,11 +136,16 @@ def service_keys(vs: VirtualServer, config: Config) -> Iterator[ServiceKey]:
                 yield ServiceKey(entry.family, proto, address, entry.port or 0, 0)
 
 
-def service_settings(vs: VirtualServer) -> ServiceSettings:
+FULL_NETMASK = {Family.INET: "255.255.255.255", Family.INET6: "128"}
+
+
+def service_settings(vs: VirtualServer, family: Family) -> ServiceSettings:
+    """The kernel always holds a netmask; an unset granularity is the full mask."""
     return ServiceSettings(
         scheduler=vs.scheduler, flags=vs.scheduler_flags, one_packet=vs.one_packet,
         persistence_timeout_s=vs.persistence_timeout_s or 0,
-        netmask=vs.persistence_granularity, persistence_engine=vs.persistence_engine,
+        netmask=vs.persistence_granularity or FULL_NETMASK[family],
+        persistence_engine=vs.persistence_engine,
         syn_proxy=vs.syn_proxy, established_timeout_s=vs.established_timeout_s)
 
 
@@ -148,7 +153,7 @@ def desired_table(config: Config) -> Table:
     """Every service the configuration defines, with every real server at its weight."""
     table: Table = {}
     for vs in config.virtual_servers:
-        settings = service_settings(vs)
+        settings = {family: service_settings(vs, family) for family in Family}
         destinations = {
             DestinationKey(rs.address, rs.port): DestinationSettings(
                 weight=rs.weight, method=rs.forwarding.method,
@@ -164,6 +169,6 @@ def desired_table(config: Config) -> Table:
         for key in service_keys(vs, config):
             # FULLNAT local addresses belong to address services only (the Alibaba fork
             # skips fwmark services and fwmark group entries).
-            table[key] = Service(settings, dict(destinations),
+            table[key] = Service(settings[key.family], dict(destinations),
                                  frozenset() if key.fwmark else laddrs, vs.key)
     return table
