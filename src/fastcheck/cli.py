@@ -17,7 +17,10 @@ from typing import TextIO
 from fastcheck import __version__
 from fastcheck.config.loader import load_file
 from fastcheck.diff import diff
-from fastcheck.errors import ConfigError, Diagnostics, Severity
+from fastcheck.errors import ConfigError, Diagnostics, FastcheckError, Severity
+from fastcheck.ipvs.backend import IpvsBackend, fullnat_conflicts
+from fastcheck.ipvs.ops import Op
+from fastcheck.ipvs.reconcile import reconcile
 from fastcheck.ipvs.table import desired_table
 from fastcheck.model import Config
 from fastcheck.render import (
@@ -64,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="configuration in force now; show the reload operations")
     plan.add_argument("-v", "--verbose", action="store_true",
                       help="with --from: also list every real server keeping its state")
+    plan.add_argument("--kernel", action="store_true",
+                      help="compare with the live kernel IPVS table instead: show the "
+                           "operations applying FILE would send")
+
+    ipvs = commands.add_parser("ipvs", help="the live kernel IPVS table")
+    ipvs_commands = ipvs.add_subparsers(dest="ipvs_command", required=True, metavar="ACTION")
+    show = ipvs_commands.add_parser("show", help="print the live table (like ipvsadm -Ln)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("--stats", action="store_true",
+                      help="add active/inactive connection counts")
     return parser
 
 
@@ -98,8 +111,70 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def kernel_backend() -> IpvsBackend:
+    """The netlink backend; raises IpvsError when the kernel has no usable IPVS."""
+    from fastcheck.ipvs.netlink import NetlinkBackend  # the only pyroute2 user
+
+    return NetlinkBackend()
+
+
+def _print_ops(ops: list[Op], out: TextIO, as_json: bool) -> None:
+    if as_json:
+        json.dump({"operations": [op.to_json() for op in ops]}, out, indent=2)
+        out.write("\n")
+        return
+    print(f"IPVS operations ({len(ops)}):" if ops else "the kernel table already agrees",
+          file=out)
+    for op in ops:
+        print(f"  {op.describe()}", file=out)
+
+
+def cmd_plan_kernel(config: Config, args: argparse.Namespace, out: TextIO,
+                    err: TextIO) -> int:
+    desired = desired_table(config)
+    try:
+        backend = kernel_backend()
+        try:
+            observed, info = backend.read(), backend.info()
+        finally:
+            backend.close()
+    except FastcheckError as error:
+        print(f"fastcheck: {error}", file=err)
+        return EXIT_INVALID
+    problems = fullnat_conflicts(desired, info)
+    for problem in problems:
+        print(f"{args.file}: {problem}", file=err)
+    _print_ops(reconcile(desired, observed), out, args.json)
+    return EXIT_INVALID if problems else EXIT_OK
+
+
+def cmd_ipvs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        backend = kernel_backend()
+        try:
+            table = backend.read()
+            stats = backend.statistics() if args.stats else None
+        finally:
+            backend.close()
+    except FastcheckError as error:
+        print(f"fastcheck: {error}", file=err)
+        return EXIT_INVALID
+    if args.json:
+        json.dump({"services": table_json(table)}, out, indent=2)
+        out.write("\n")
+    else:
+        for line in table_lines(table, stats):
+            print(line, file=out)
+    return EXIT_OK
+
+
 def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.kernel and args.old_file:
+        print("fastcheck: plan takes --from or --kernel, not both", file=err)
+        return EXIT_USAGE
     new = _load(args.file, args, err)
+    if new is not None and args.kernel:
+        return cmd_plan_kernel(new, args, out, err)
     old = _load(args.old_file, args, err) if args.old_file else None
     if new is None or (args.old_file and old is None):
         return EXIT_INVALID
@@ -124,7 +199,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check-config": cmd_check_config, "plan": cmd_plan}
+COMMANDS = {"check-config": cmd_check_config, "plan": cmd_plan, "ipvs": cmd_ipvs}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None,

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastcheck.diff import ConfigDiff
 from fastcheck.errors import Position
+from fastcheck.ipvs.backend import ServiceStats
 from fastcheck.ipvs.table import METHOD_NAMES, DestinationKey, ServiceKey, Table
 from fastcheck.model import Config, RsKey
 
@@ -55,19 +56,27 @@ def _destination_order(dest: DestinationKey) -> tuple[int, int]:
     return int(ipaddress.ip_address(dest.address)), dest.port
 
 
-def table_lines(table: Table) -> Iterator[str]:
-    """ipvsadm -Ln style listing of a table."""
+def table_lines(table: Table, stats: dict[ServiceKey, ServiceStats] | None = None
+                ) -> Iterator[str]:
+    """ipvsadm -Ln style listing of a table; with stats, ActiveConn/InActConn columns."""
     yield "Prot LocalAddress:Port Scheduler Flags"
-    yield "  -> RemoteAddress:Port           Forward Weight UThresh LThresh"
+    header = "  -> RemoteAddress:Port           Forward Weight UThresh LThresh"
+    yield header + (" ActiveConn InActConn" if stats is not None else "")
     for key in sorted(table, key=ServiceKey.sort_key):
         service = table[key]
         yield f"{key} {service.settings.describe()}"
         for address in sorted(service.local_addresses, key=ipaddress.ip_address):
             yield f"  laddr {address}"
+        counters = stats[key].destinations if stats is not None and key in stats else {}
         for dest in sorted(service.destinations, key=_destination_order):
             s = service.destinations[dest]
-            yield (f"  -> {dest!s:<28} {METHOD_NAMES[s.method]:<7} {s.weight:<6} "
-                   f"{s.upper_threshold:<7} {s.lower_threshold}")
+            line = (f"  -> {dest!s:<28} {METHOD_NAMES[s.method]:<7} {s.weight:<6} "
+                    f"{s.upper_threshold:<7} {s.lower_threshold:<7}")
+            if stats is not None:
+                c = counters.get(dest)
+                line += f" {c.active_connections if c else 0:<10} " \
+                        f"{c.inactive_connections if c else 0}"
+            yield line.rstrip()
 
 
 def table_json(table: Table) -> list[dict[str, Any]]:

@@ -154,3 +154,64 @@ def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_second():
     assert "fastcheck plan -f conf/sample.conf" in install or "fastcheck run" in install
     assert "pytest" in test
     assert test in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.fixture
+def fake_kernel(monkeypatch):
+    """`plan --kernel` and `ipvs show` against a memory table standing in for the kernel."""
+    from fastcheck import cli
+    from fastcheck.ipvs.memory import MemoryBackend
+
+    backend = MemoryBackend()
+    monkeypatch.setattr(cli, "kernel_backend", lambda: backend)
+    return backend
+
+
+def test_plan_kernel_shows_what_applying_would_send(good, fake_kernel):
+    code, out, _ = run("plan", "-f", str(good), "--kernel")
+    assert code == 0
+    assert out.splitlines() == [
+        "IPVS operations (2):",
+        "  add service TCP  10.0.0.1:80 (rr)",
+        "  add destination 172.16.0.1:80 in TCP  10.0.0.1:80 (Masq weight 3)"]
+    from fastcheck.config.loader import load_file
+    from fastcheck.ipvs.reconcile import reconcile
+    from fastcheck.ipvs.table import desired_table
+
+    fake_kernel.apply(reconcile(desired_table(load_file(str(good))[0]), {}))
+    code, out, _ = run("plan", "-f", str(good), "--kernel")
+    assert (code, out.strip()) == (0, "the kernel table already agrees")
+
+
+def test_plan_kernel_refuses_fullnat_on_a_stock_kernel(fake_kernel):
+    code, _, err = run("plan", "-f", str(ROOT / "conf" / "fullnat.conf"), "--kernel")
+    assert code == 1
+    assert "virtual server group web_vips TCP uses FULLNAT" in err
+
+
+def test_ipvs_show_lists_the_live_table(good, fake_kernel):
+    from fastcheck.config.loader import load_file
+    from fastcheck.ipvs.reconcile import reconcile
+    from fastcheck.ipvs.table import desired_table
+
+    fake_kernel.apply(reconcile(desired_table(load_file(str(good))[0]), {}))
+    code, out, _ = run("ipvs", "show", "--stats")
+    assert code == 0
+    assert out.splitlines()[2:] == ["TCP  10.0.0.1:80 rr",
+                                    "  -> 172.16.0.1:80                Masq    3      0       0"
+                                    "       0          0"]
+    code, out, _ = run("ipvs", "show", "--json")
+    assert json.loads(out)["services"][0]["destinations"][0]["address"] == "172.16.0.1"
+
+
+def test_kernel_without_ipvs_is_a_clear_error(monkeypatch):
+    from fastcheck import cli
+    from fastcheck.errors import IpvsError
+
+    def missing():
+        raise IpvsError("IPVS is not available in this kernel (modprobe ip_vs)")
+
+    monkeypatch.setattr(cli, "kernel_backend", missing)
+    code, out, err = run("ipvs", "show")
+    assert (code, out) == (1, "")
+    assert err.strip() == "fastcheck: IPVS is not available in this kernel (modprobe ip_vs)"

@@ -139,3 +139,13 @@ def test_fullnat_operations_need_a_fullnat_kernel():
     patched = MemoryBackend(fullnat=True)
     assert patched.apply(ops) == []
     assert patched.read()[key].local_addresses == {"192.168.0.1"}
+
+
+def test_fullnat_conflicts_name_the_virtual_server():
+    from fastcheck.ipvs.backend import KernelInfo, fullnat_conflicts
+
+    table = desired_table(load_file(str(Path(__file__).resolve().parents[2] / "conf" /
+                                        "fullnat.conf"))[0])
+    assert fullnat_conflicts(table, KernelInfo("1.2.1", 4096, fullnat=True)) == []
+    (message,) = fullnat_conflicts(table, KernelInfo("1.2.1", 4096, fullnat=False))
+    assert message.startswith("virtual server group web_vips TCP uses FULLNAT")

@@ -129,3 +129,19 @@ class IpvsBackend(Protocol):
     def close(self) -> None:
         ...
 
+
+
+def fullnat_conflicts(desired: Table, info: KernelInfo) -> list[str]:
+    """One message per virtual server that needs FULLNAT from a kernel without it."""
+    if info.fullnat:
+        return []
+    owners: dict[str, None] = {}
+    for service in desired.values():
+        settings = service.settings
+        uses = (service.local_addresses or settings.syn_proxy
+                or settings.established_timeout_s is not None
+                or any(d.method.value == "FNAT" for d in service.destinations.values()))
+        if uses:
+            owners[str(service.owner) if service.owner else "?"] = None
+    return [f"virtual server {owner} uses FULLNAT (lb_kind FNAT, laddr_group_name, syn_proxy "
+            f"or est_timeout), but {FULLNAT_UNSUPPORTED}" for owner in owners]
