@@ -639,3 +639,17 @@ def test_scheduler_specific_flags_need_their_scheduler():
     assert vs.scheduler_flags == SchedulerFlag(0)
     assert warnings_of(diags) == ["t.conf:3: warning: sh-port only applies to the sh "
                                   "scheduler; ignored"]
+
+
+def test_persistence_granularity_per_family():
+    vs, _ = one_vs("persistence_timeout 60\npersistence_granularity 24\n"
+                   "real_server 10.1.0.1 80 { }")
+    assert vs.persistence_granularity == "255.255.255.0"  # prefix length converted
+    v6, _ = one_vs("persistence_granularity 64\nreal_server 2001:db8::2 80 { }",
+                   header="2001:db8::1 80")
+    assert (v6.persistence_granularity, v6.persistence_timeout_s) == ("64", 360)
+    messages = errors_of("virtual_server 2001:db8::1 80 {\n protocol TCP\n lb_algo rr\n"
+                         " lb_kind NAT\n persistence_granularity 255.255.0.0\n"
+                         " real_server 2001:db8::2 80 { }\n}")
+    assert messages == ["t.conf:5: persistence_granularity 255.255.0.0: an IPv6 service "
+                        "takes a prefix length (1..128)"]
