@@ -140,11 +140,12 @@ FULL_NETMASK = {Family.INET: "255.255.255.255", Family.INET6: "128"}
 
 
 def service_settings(vs: VirtualServer, family: Family) -> ServiceSettings:
-    """The kernel always holds a netmask; an unset granularity is the full mask."""
+    """Canonical settings, as a backend reads them back: a full netmask is None."""
+    netmask = vs.persistence_granularity
     return ServiceSettings(
         scheduler=vs.scheduler, flags=vs.scheduler_flags, one_packet=vs.one_packet,
         persistence_timeout_s=vs.persistence_timeout_s or 0,
-        netmask=vs.persistence_granularity or FULL_NETMASK[family],
+        netmask=None if netmask == FULL_NETMASK[family] else netmask,
         persistence_engine=vs.persistence_engine,
         syn_proxy=vs.syn_proxy, established_timeout_s=vs.established_timeout_s)
 
@@ -158,8 +159,12 @@ def desired_table(config: Config) -> Table:
             DestinationKey(rs.address, rs.port): DestinationSettings(
                 weight=rs.weight, method=rs.forwarding.method,
                 upper_threshold=rs.upper_threshold, lower_threshold=rs.lower_threshold,
-                tunnel_type=rs.forwarding.tunnel_type, tunnel_port=rs.forwarding.tunnel_port,
-                tunnel_checksum=rs.forwarding.tunnel_checksum)
+                # Canonical as read back: ipip and nocsum are the kernel's defaults.
+                tunnel_type=None if rs.forwarding.tunnel_type is TunnelType.IPIP
+                else rs.forwarding.tunnel_type,
+                tunnel_port=rs.forwarding.tunnel_port,
+                tunnel_checksum=None if rs.forwarding.tunnel_checksum is TunnelChecksum.NOCSUM
+                else rs.forwarding.tunnel_checksum)
             for rs in vs.real_servers
         }
         laddrs: frozenset[str] = frozenset()
