@@ -1,0 +1,1 @@
+"""Probes: one module per check type. A probe reports a result; it never decides health."""

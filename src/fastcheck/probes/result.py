@@ -1,0 +1,49 @@
+"""What a probe reports: up or down, why, and how long it took.
+
+Owns: `ProbeResult` and the failure classes every probe speaks (`Failure`).
+Must not: decide health (retry, rise/fall, quorum belong to health/) or hold state.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Failure(enum.Enum):
+    """Why a probe failed; `None` on a result means it succeeded."""
+
+    REFUSED = "refused"  # connection refused / ICMP port unreachable
+    TIMEOUT = "timeout"  # no (complete) answer within connect_timeout
+    RESET = "reset"  # connection reset mid-conversation
+    UNREACHABLE = "unreachable"  # host/network unreachable
+    TLS = "tls"  # handshake or certificate failure
+    HTTP_STATUS = "http_status"  # status code not in the configured list
+    DIGEST = "digest"  # MD5 of the body differs
+    REGEX = "regex"  # regex did not match (or matched, with regex_no_match)
+    PROTOCOL = "protocol"  # garbage status line, bad banner, malformed DNS/UDP reply
+    TOO_LARGE = "too_large"  # response body above the bound
+    SCRIPT_EXIT = "script_exit"  # MISC_CHECK exit status said down
+    SCRIPT_TIMEOUT = "script_timeout"  # MISC_CHECK killed after misc_timeout
+    FILE = "file"  # FILE_CHECK value says down, or the file is unreadable
+    LOCAL = "local"  # could not even try: bind failed, no buffer space, too many files
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One probe's outcome. `weight` is set by MISC_CHECK misc_dynamic and FILE_CHECK."""
+
+    ok: bool
+    failure: Failure | None = None
+    latency_s: float = 0.0
+    detail: str = ""
+    weight: int | None = None
+
+    @classmethod
+    def up(cls, latency_s: float = 0.0, *, weight: int | None = None,
+           detail: str = "") -> ProbeResult:
+        return cls(True, None, latency_s, detail, weight)
+
+    @classmethod
+    def down(cls, failure: Failure, latency_s: float = 0.0, detail: str = "") -> ProbeResult:
+        return cls(False, failure, latency_s, detail)
