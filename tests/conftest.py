@@ -37,3 +37,15 @@ def checksum_impl(request: pytest.FixtureRequest) -> ModuleType:
 def checksum_twins() -> tuple[ModuleType, ModuleType]:
     """``(checksum_c, checksum_py)``, for tests that compare the twins."""
     return import_twin("checksum", "c"), import_twin("checksum", "py")
+
+
+@pytest.fixture(scope="session", params=TWIN_IDS)
+def icmp_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """Each twin of ``fastcheck._ext.icmp`` in turn."""
+    return import_twin("icmp", request.param)
+
+
+@pytest.fixture(scope="session")
+def icmp_twins() -> tuple[ModuleType, ModuleType]:
+    """``(icmp_c, icmp_py)``, for tests that compare the twins."""
+    return import_twin("icmp", "c"), import_twin("icmp", "py")
