@@ -30,9 +30,10 @@ Where this probe differs, on purpose:
   first case-sensitive "Content-Length:" anywhere in its first buffer.
 - a regex is matched once against the whole body: keepalived's streaming partial match
   never confirms a match that touches the end of the body (e.g. ``foo$``, ``\\s*$``).
-- with an SSL block ``ca``, the server's chain is verified (host name is not: targets are
-  addresses). keepalived 2.2.7 loads the ca file but never sets SSL_VERIFY_PEER, so it
-  does not verify at all; pass ``verify_with_ca=False`` to `client_context` for that.
+- certificates are not verified, even with an SSL block ``ca``: keepalived 2.2.7 loads the
+  ca file but never sets SSL_VERIFY_PEER, and a migrated configuration whose ca does not
+  match its servers must not take the farm down. ``verify_with_ca=True`` verifies the
+  chain (never the host name: targets are addresses) for a future opt-in keyword.
 - the SNI name comes from HttpParams.virtualhost, which includes the real server's
   virtualhost; keepalived's ssl_connect skips the real server's (but its Host header uses it).
 - no SO_LINGER 5 on the socket: sockets are aborted, never left lingering in close().
@@ -66,10 +67,10 @@ _UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN
 
 
 def client_context(config: SslConfig | None = None, *,
-                   verify_with_ca: bool = True) -> sslmod.SSLContext:
+                   verify_with_ca: bool = False) -> sslmod.SSLContext:
     """The TLS client context of SSL_GET checks; build it once per configuration.
 
-    Certificates are not verified unless ``config.ca`` is set (and ``verify_with_ca``);
+    Certificates are not verified unless ``verify_with_ca`` and ``config.ca`` are set;
     host names never are. Ciphers are OpenSSL's DEFAULT at security level 1 — what
     keepalived's plain TLS_method context offers — not Python's stricter client list.
     Raises `ProbeError` when a file of the SSL block cannot be loaded.
