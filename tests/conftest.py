@@ -49,3 +49,15 @@ def icmp_impl(request: pytest.FixtureRequest) -> ModuleType:
 def icmp_twins() -> tuple[ModuleType, ModuleType]:
     """``(icmp_c, icmp_py)``, for tests that compare the twins."""
     return import_twin("icmp", "c"), import_twin("icmp", "py")
+
+
+@pytest.fixture(scope="session", params=TWIN_IDS)
+def tcpconnect_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """Each twin of ``fastcheck._ext.tcpconnect`` in turn."""
+    return import_twin("tcpconnect", request.param)
+
+
+@pytest.fixture(scope="session")
+def tcpconnect_twins() -> tuple[ModuleType, ModuleType]:
+    """``(tcpconnect_c, tcpconnect_py)``, for tests that compare the twins."""
+    return import_twin("tcpconnect", "c"), import_twin("tcpconnect", "py")

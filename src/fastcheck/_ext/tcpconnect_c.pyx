@@ -1,0 +1,563 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: embedsignature=True
+"""Compiled twin: a batched, non-blocking TCP connect engine (the TCP_CHECK hot path).
+
+Owns: the same API and semantics as ``tcpconnect_py`` (the reference; read its module
+docstring for the rules), with sockets, epoll and the deadline queue in C: direct libc
+calls (declared in ``tcpconnect_c.pxd``), a slot table of checks in flight, an indexed
+binary heap of their deadlines (earliest first, FIFO among equal deadlines), and a ring
+buffer of validated requests waiting for a slot. Any behaviour change goes into both twins.
+Must not: read a clock, block, decide health, or be imported directly outside tests and
+benches (import the selector ``fastcheck._ext.tcpconnect``).
+
+Each socket is registered ``EPOLLOUT | EPOLLONESHOT`` with ``data.u64 = generation << 32 |
+slot``; an event whose generation no longer matches its slot (a descriptor kept alive by
+a forked child, say) is ignored, so a slot reused for a new check never takes an old
+socket's answer. A pure ``EPOLLOUT`` means connected (no ``getsockopt`` needed); with
+``EPOLLERR``/``EPOLLHUP`` the errno comes from ``SO_ERROR``.
+"""
+
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.number cimport PyNumber_Index
+from libc.errno cimport EINPROGRESS, EINTR, ETIMEDOUT, errno
+from libc.math cimport isfinite
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset, strlen
+from posix.unistd cimport close, read, write
+
+import os
+
+__all__ = ["TcpConnectEngine"]
+
+
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object value, int *overflow) except? -1
+    const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
+
+
+cdef enum:
+    IFNAMSIZ = 16
+    MAX_EVENTS = 512
+    MAX_WINDOW = 1 << 20
+    OPT_BIND = 1          # bind() to bind_addr
+    OPT_REUSE = 2         # SO_REUSEADDR (a fixed bind port)
+    OPT_NO_PORT = 4       # IP_BIND_ADDRESS_NO_PORT (an address without a port)
+    OPT_INTERFACE = 8     # SO_BINDTODEVICE
+    OPT_FWMARK = 16       # SO_MARK
+
+cdef uint64_t EVENTFD_TAG = 0xFFFFFFFFFFFFFFFFULL
+cdef linger RESET_ON_CLOSE = linger(1, 0)
+
+
+cdef union SockAddr:
+    sockaddr sa
+    sockaddr_in v4
+    sockaddr_in6 v6
+
+
+cdef struct Request:       # a validated check, queued or about to start
+    int64_t token
+    double timeout
+    SockAddr addr
+    socklen_t addrlen
+    int options           # OPT_* bits
+    SockAddr bind_addr
+    uint32_t fwmark
+    char interface[IFNAMSIZ]
+
+
+cdef struct Slot:          # a check in flight (fd >= 0) or a free slot (fd == -1)
+    int fd
+    uint32_t gen
+    int heap_pos
+    int next_free
+    int64_t token
+    uint64_t seq          # start order: FIFO among equal deadlines
+    double start
+    double deadline
+
+
+cdef inline void close_with_reset(int fd) noexcept nogil:
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &RESET_ON_CLOSE, sizeof(linger))
+    close(fd)
+
+
+# --- argument validation (same rules and exception types as tcpconnect_py) ----------------
+
+cdef int64_t _integer(object value, str what, int64_t low, int64_t high) except? -1:
+    cdef object number = PyNumber_Index(value)  # TypeError for non-integers
+    cdef int overflow = 0
+    cdef long long result = PyLong_AsLongLongAndOverflow(number, &overflow)
+    if overflow or result < low or result > high:
+        raise ValueError(f"{what} must be in {low}..{high}, got {number}")
+    return result
+
+
+cdef double _seconds(double value, str what, bint non_negative) except? -1.0:
+    if not isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    if non_negative and value < 0.0:
+        raise ValueError(f"{what} must be >= 0.0, got {value!r}")
+    return value
+
+
+cdef int _parse_address(object text, str what, SockAddr *out, socklen_t *size) except -1:
+    """Fill ``out`` (port 0) from numeric IPv4/IPv6 text; ValueError for anything else."""
+    cdef Py_ssize_t length
+    cdef const char *raw
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be str, not {type(text).__name__}")
+    raw = PyUnicode_AsUTF8AndSize(text, &length)  # UnicodeEncodeError (a ValueError)
+    if <Py_ssize_t>strlen(raw) != length:
+        raise ValueError("embedded null character")
+    memset(out, 0, sizeof(SockAddr))
+    if inet_pton(AF_INET, raw, &out.v4.sin_addr) == 1:
+        out.v4.sin_family = AF_INET
+        size[0] = sizeof(sockaddr_in)
+        return 0
+    if inet_pton(AF_INET6, raw, &out.v6.sin6_addr) == 1:
+        out.v6.sin6_family = AF_INET6
+        size[0] = sizeof(sockaddr_in6)
+        return 0
+    raise ValueError(f"{what} must be a numeric IPv4 or IPv6 address, got {text!r}")
+
+
+cdef inline void _set_port(SockAddr *addr, int port) noexcept nogil:
+    if addr.sa.sa_family == AF_INET:
+        addr.v4.sin_port = htons(<uint16_t>port)
+    else:
+        addr.v6.sin6_port = htons(<uint16_t>port)
+
+
+cdef int _parse_options(Request *r, bind_address, bind_port, bind_interface,
+                        fwmark) except -1:
+    cdef int port = 0
+    cdef socklen_t size
+    cdef bytes name
+    if bind_port is not None:
+        port = <int>_integer(bind_port, "bind_port", 0, 0xFFFF)
+    if bind_address is not None:
+        _parse_address(bind_address, "bind_address", &r.bind_addr, &size)
+        if r.bind_addr.sa.sa_family != r.addr.sa.sa_family:
+            raise ValueError(f"bind_address {bind_address!r} is not of the target's family")
+        _set_port(&r.bind_addr, port)
+        r.options |= OPT_BIND | (OPT_REUSE if port else OPT_NO_PORT)
+    elif port:
+        memset(&r.bind_addr, 0, sizeof(SockAddr))  # the wildcard address of the family
+        r.bind_addr.sa.sa_family = r.addr.sa.sa_family
+        _set_port(&r.bind_addr, port)
+        r.options |= OPT_BIND | OPT_REUSE
+    if bind_interface is not None:
+        if not isinstance(bind_interface, str):
+            raise TypeError(f"bind_interface must be str, not {type(bind_interface).__name__}")
+        name = os.fsencode(bind_interface)
+        if not 0 < len(name) < IFNAMSIZ or b"\0" in name:
+            raise ValueError(
+                f"bind_interface must be 1..{IFNAMSIZ - 1} bytes without NUL, "
+                f"got {bind_interface!r}"
+            )
+        memset(r.interface, 0, IFNAMSIZ)
+        memcpy(r.interface, <const char *>name, len(name))
+        r.options |= OPT_INTERFACE
+    if fwmark is not None:
+        r.fwmark = <uint32_t>_integer(fwmark, "fwmark", 0, 0xFFFFFFFF)
+        r.options |= OPT_FWMARK
+    return 0
+
+
+cdef int _configure(int fd, const Request *r) noexcept nogil:
+    """Apply the connection options before connect: 0, or -1 with errno set."""
+    cdef int one = 1
+    cdef socklen_t size
+    if r.options & OPT_INTERFACE:
+        if setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, r.interface, IFNAMSIZ) < 0:
+            return -1
+    if r.options & OPT_FWMARK:
+        if setsockopt(fd, SOL_SOCKET, SO_MARK, &r.fwmark, sizeof(uint32_t)) < 0:
+            return -1
+    if r.options & OPT_BIND:
+        if r.options & OPT_REUSE:
+            if setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(int)) < 0:
+                return -1
+        if r.options & OPT_NO_PORT:
+            if setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(int)) < 0:
+                return -1
+        if r.bind_addr.sa.sa_family == AF_INET:
+            size = sizeof(sockaddr_in)
+        else:
+            size = sizeof(sockaddr_in6)
+        if bind(fd, &r.bind_addr.sa, size) < 0:
+            return -1
+    return 0
+
+
+cdef class TcpConnectEngine:
+    """Batched non-blocking TCP connect checks over one epoll instance (see module doc)."""
+
+    cdef int epfd
+    cdef int evfd
+    cdef bint closed
+    cdef bint signalled
+    cdef int window          # max_in_flight
+    cdef int active          # checks in flight
+    cdef Slot *slots         # grows by doubling up to `window`
+    cdef int capacity
+    cdef int free_head       # free slots, linked through next_free; -1 = none
+    cdef int *heap           # slot indices ordered by (deadline, seq)
+    cdef int heap_len
+    cdef uint64_t seq
+    cdef Request *queue      # ring buffer of checks waiting for a slot
+    cdef Py_ssize_t q_head
+    cdef Py_ssize_t q_len
+    cdef Py_ssize_t q_cap
+    cdef epoll_event *events
+    cdef list results
+
+    def __cinit__(self, *args, **kwargs):
+        self.epfd = -1
+        self.evfd = -1
+        self.closed = True
+        self.free_head = -1
+
+    def __init__(self, max_in_flight: int = 4096) -> None:
+        cdef epoll_event ev
+        if self.events != NULL:
+            raise RuntimeError("TcpConnectEngine.__init__ called twice")
+        self.window = <int>_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
+        self.results = []
+        self.events = <epoll_event *>PyMem_Malloc(MAX_EVENTS * sizeof(epoll_event))
+        if self.events == NULL:
+            raise MemoryError()
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise OSError(errno, os.strerror(errno))
+        self.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.evfd < 0:
+            raise OSError(errno, os.strerror(errno))
+        ev.events = EPOLLIN
+        ev.data.u64 = EVENTFD_TAG
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.evfd, &ev) < 0:
+            raise OSError(errno, os.strerror(errno))
+        self.closed = False
+
+    def __dealloc__(self):
+        self._release()
+        PyMem_Free(self.events)
+        PyMem_Free(self.slots)
+        PyMem_Free(self.heap)
+        PyMem_Free(self.queue)
+
+    # --- public API ----------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The engine's epoll descriptor: readable when ``poll`` has results to return."""
+        self._check_open()
+        return self.epfd
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.window
+
+    @property
+    def in_flight(self) -> int:
+        """Checks with a connect in progress."""
+        return self.active
+
+    @property
+    def queued(self) -> int:
+        """Checks waiting for a free slot in the window."""
+        return self.q_len
+
+    def submit(self, token, address, port, double timeout_s, double now,
+               bind_address=None, bind_port=None, bind_interface=None,
+               fwmark=None) -> None:
+        """Start (or queue, when the window is full) a connect check to ``address:port``."""
+        cdef Request request
+        cdef Request *r = &request
+        self._check_open()
+        r.token = _integer(token, "token", INT64_MIN, INT64_MAX)
+        _parse_address(address, "address", &r.addr, &r.addrlen)
+        _set_port(&r.addr, <int>_integer(port, "port", 1, 0xFFFF))
+        r.timeout = _seconds(timeout_s, "timeout_s", True)
+        _seconds(now, "now", False)
+        r.options = 0
+        if (bind_address is not None or bind_port is not None or bind_interface is not None
+                or fwmark is not None):
+            _parse_options(r, bind_address, bind_port, bind_interface, fwmark)
+        if self.active >= self.window:
+            self._enqueue(r)
+            return
+        self._start(r, now)
+        if self.results and not self.signalled:
+            self._signal()
+
+    def poll(self, double now) -> list:
+        """Checks finished since the last poll, as ``(token, errno, latency_s)``; never blocks."""
+        cdef list results
+        cdef uint64_t value
+        self._check_open()
+        _seconds(now, "now", False)
+        self._collect(now)
+        self._expire(now)
+        while self.q_len and self.active < self.window:
+            self._start(&self.queue[self.q_head], now)
+            self.q_head = (self.q_head + 1) % self.q_cap
+            self.q_len -= 1
+        if self.signalled:
+            read(self.evfd, &value, sizeof(uint64_t))
+            self.signalled = False
+        results = self.results
+        self.results = []
+        return results
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline among checks in flight, or None when none is in flight."""
+        if self.heap_len == 0:
+            return None
+        return self.slots[self.heap[0]].deadline
+
+    def close(self) -> None:
+        """Reset every check in flight, drop the queue, release the descriptors. Idempotent."""
+        self._release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._release()
+
+    # --- internals -----------------------------------------------------------------------
+
+    cdef int _check_open(self) except -1:
+        if self.closed:
+            raise ValueError("TcpConnectEngine is closed")
+        return 0
+
+    cdef void _release(self) noexcept:
+        cdef int i
+        for i in range(self.capacity):
+            if self.slots[i].fd >= 0:
+                close_with_reset(self.slots[i].fd)
+                self.slots[i].fd = -1
+        self.active = 0
+        self.heap_len = 0
+        self.q_len = 0
+        if self.results is not None:
+            del self.results[:]
+        if self.evfd >= 0:
+            close(self.evfd)
+            self.evfd = -1
+        if self.epfd >= 0:
+            close(self.epfd)
+            self.epfd = -1
+        self.closed = True
+
+    cdef int _signal(self) except -1:
+        cdef uint64_t one = 1
+        write(self.evfd, &one, sizeof(uint64_t))
+        self.signalled = True
+        return 0
+
+    cdef int _enqueue(self, const Request *r) except -1:
+        cdef Py_ssize_t cap, i
+        cdef Request *grown
+        if self.q_len == self.q_cap:
+            cap = self.q_cap * 2 if self.q_cap else 256
+            grown = <Request *>PyMem_Malloc(cap * sizeof(Request))
+            if grown == NULL:
+                raise MemoryError()
+            for i in range(self.q_len):
+                grown[i] = self.queue[(self.q_head + i) % self.q_cap]
+            PyMem_Free(self.queue)
+            self.queue = grown
+            self.q_cap = cap
+            self.q_head = 0
+        self.queue[(self.q_head + self.q_len) % self.q_cap] = r[0]
+        self.q_len += 1
+        return 0
+
+    cdef int _grow(self) except -1:
+        """Add slots (doubling, up to the window) and put them on the free list."""
+        cdef int cap = self.capacity * 2 if self.capacity else 64
+        cdef int i
+        cdef Slot *slots
+        cdef int *heap
+        if cap > self.window:
+            cap = self.window
+        slots = <Slot *>PyMem_Realloc(self.slots, cap * sizeof(Slot))
+        if slots == NULL:
+            raise MemoryError()
+        self.slots = slots
+        heap = <int *>PyMem_Realloc(self.heap, cap * sizeof(int))
+        if heap == NULL:
+            raise MemoryError()
+        self.heap = heap
+        for i in range(cap - 1, self.capacity - 1, -1):
+            memset(&slots[i], 0, sizeof(Slot))
+            slots[i].fd = -1
+            slots[i].next_free = self.free_head
+            self.free_head = i
+        self.capacity = cap
+        return 0
+
+    cdef int _start(self, const Request *r, double now) except -1:
+        """Open, configure and connect one socket; a failure becomes a result, not a raise."""
+        cdef int fd, err, index
+        cdef Slot *slot
+        cdef epoll_event ev
+        if self.free_head < 0:
+            self._grow()
+        fd = socket(r.addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+        if fd < 0:
+            self.results.append((r.token, errno, 0.0))
+            return 0
+        if r.options and _configure(fd, r) < 0:
+            err = errno
+        elif connect(fd, &r.addr.sa, r.addrlen) == 0:
+            err = 0
+        else:
+            err = errno
+            if err == EINPROGRESS:
+                index = self.free_head
+                slot = &self.slots[index]
+                ev.events = EPOLLOUT | EPOLLONESHOT
+                ev.data.u64 = (<uint64_t>slot.gen << 32) | <uint32_t>index
+                if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+                    err = errno
+                else:
+                    self.free_head = slot.next_free
+                    slot.fd = fd
+                    slot.token = r.token
+                    slot.start = now
+                    slot.deadline = now + r.timeout
+                    slot.seq = self.seq
+                    self.seq += 1
+                    self.active += 1
+                    self._heap_push(index)
+                    return 0
+        if err == 0:  # connected at once
+            close_with_reset(fd)
+        else:
+            close(fd)
+        self.results.append((r.token, err, 0.0))
+        return 0
+
+    cdef void _finish(self, int index) noexcept:
+        """Take a closed check's slot out of the heap and back onto the free list."""
+        cdef Slot *slot = &self.slots[index]
+        self._heap_remove(slot.heap_pos)
+        slot.fd = -1
+        slot.gen += 1
+        slot.next_free = self.free_head
+        self.free_head = index
+        self.active -= 1
+
+    cdef int _collect(self, double now) except -1:
+        """Close and report every socket epoll says has finished connecting."""
+        cdef int n, i, index, fd
+        cdef int err
+        cdef socklen_t size
+        cdef uint64_t data
+        cdef Slot *slot
+        cdef list results = self.results
+        while True:
+            n = epoll_wait(self.epfd, self.events, MAX_EVENTS, 0)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                raise OSError(errno, os.strerror(errno))
+            for i in range(n):
+                data = self.events[i].data.u64
+                if data == EVENTFD_TAG:
+                    continue
+                index = <int>(data & 0xFFFFFFFFU)
+                if index >= self.capacity:
+                    continue
+                slot = &self.slots[index]
+                if slot.fd < 0 or slot.gen != <uint32_t>(data >> 32):
+                    continue  # an old socket's event: its check is already reported
+                fd = slot.fd
+                err = 0
+                if self.events[i].events & (EPOLLERR | EPOLLHUP):
+                    size = sizeof(int)
+                    if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &size) < 0:
+                        err = errno
+                if err == 0:
+                    close_with_reset(fd)
+                else:
+                    close(fd)
+                results.append((slot.token, err, now - slot.start))
+                self._finish(index)
+            if n < MAX_EVENTS:
+                return 0
+
+    cdef int _expire(self, double now) except -1:
+        """Report ETIMEDOUT for every check whose deadline is at or before ``now``."""
+        cdef int index
+        cdef Slot *slot
+        cdef list results = self.results
+        while self.heap_len:
+            index = self.heap[0]
+            slot = &self.slots[index]
+            if slot.deadline > now:
+                return 0
+            # Unregister first: a descriptor shared with a forked child would stay armed.
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, slot.fd, NULL)
+            close_with_reset(slot.fd)
+            results.append((slot.token, ETIMEDOUT, now - slot.start))
+            self._finish(index)
+        return 0
+
+    # --- indexed binary min-heap of slot indices, keyed by (deadline, seq) ----------------
+
+    cdef inline bint _before(self, int a, int b) noexcept nogil:
+        cdef Slot *x = &self.slots[a]
+        cdef Slot *y = &self.slots[b]
+        return x.deadline < y.deadline or (x.deadline == y.deadline and x.seq < y.seq)
+
+    cdef inline void _place(self, int pos, int index) noexcept nogil:
+        self.heap[pos] = index
+        self.slots[index].heap_pos = pos
+
+    cdef void _sift_up(self, int pos) noexcept nogil:
+        cdef int index = self.heap[pos]
+        cdef int parent
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            if not self._before(index, self.heap[parent]):
+                break
+            self._place(pos, self.heap[parent])
+            pos = parent
+        self._place(pos, index)
+
+    cdef void _sift_down(self, int pos) noexcept nogil:
+        cdef int index = self.heap[pos]
+        cdef int child
+        while True:
+            child = 2 * pos + 1
+            if child >= self.heap_len:
+                break
+            if child + 1 < self.heap_len and self._before(self.heap[child + 1], self.heap[child]):
+                child += 1
+            if not self._before(self.heap[child], index):
+                break
+            self._place(pos, self.heap[child])
+            pos = child
+        self._place(pos, index)
+
+    cdef void _heap_push(self, int index) noexcept nogil:
+        self._place(self.heap_len, index)
+        self.heap_len += 1
+        self._sift_up(self.heap_len - 1)
+
+    cdef void _heap_remove(self, int pos) noexcept nogil:
+        cdef int last
+        self.heap_len -= 1
+        if pos == self.heap_len:
+            return
+        last = self.heap[self.heap_len]
+        self._place(pos, last)
+        if pos > 0 and self._before(last, self.heap[(pos - 1) >> 1]):
+            self._sift_up(pos)
+        else:
+            self._sift_down(pos)
