@@ -422,10 +422,9 @@ cdef class IcmpEngine:
         cdef int failure = 0
         if self._closed:
             raise ValueError("IcmpEngine is closed")
-        results = self._ready
-        if results:
-            self._ready = []
-            self._ready_at = INFINITY
+        results = self._ready  # failed sends first; a new list, never one we still hold
+        self._ready = []
+        self._ready_at = INFINITY
 
         while total < MAX_READS:
             want = BATCH if MAX_READS - total > BATCH else MAX_READS - total

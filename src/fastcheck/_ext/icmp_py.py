@@ -270,10 +270,9 @@ class IcmpEngine:
         """
         if self._closed:
             raise ValueError("IcmpEngine is closed")
-        results = self._ready
-        if results:
-            self._ready = []
-            self._ready_at = math.inf
+        results = self._ready  # failed sends first; a new list, never one we still hold
+        self._ready = []
+        self._ready_at = math.inf
         failure = self._read_v6(now, results) if self._ipv6 else self._read_v4(now, results)
         if failure is not None:  # keep what was read for the next poll, then say so
             self._ready = results
