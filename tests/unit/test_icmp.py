@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastcheck._ext._select import NO_EXTENSIONS_ENV, REQUIRE_EXTENSIONS_ENV
+from fastcheck._ext._select import NO_EXTENSIONS_ENV, REQUIRE_EXTENSIONS_ENV, implementations
 
 API = {"IcmpEngine", "open_raw_socket", "parse_icmp"}
 ENGINE_API = {
@@ -295,6 +295,12 @@ def test_compiled_twin_is_the_default(icmp_twins: tuple[ModuleType, ModuleType])
     assert result.stdout.split()[0] == "c", result.stderr
     assert "icmp_c.IcmpEngine" in result.stdout
     assert result.stderr == ""
+
+
+def test_implementations_reports_icmp() -> None:
+    from fastcheck._ext import icmp
+
+    assert implementations()["icmp"] == icmp.IMPLEMENTATION
 
 
 def test_no_extensions_forces_pure_python() -> None:

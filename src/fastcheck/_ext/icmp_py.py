@@ -10,8 +10,8 @@ whatever monotonic clock the caller uses), block, decide health, or be imported 
 outside tests, benches and ``icmp_c`` (import the selector ``fastcheck._ext.icmp``).
 
 How it works. Each engine draws a random 16-bit identifier; every echo it sends carries
-that identifier and a sequence number (counting up, wrapping at 65536, skipping numbers
-still in flight), and the pair names the echo's slot. A raw socket sees every ICMP message
+that identifier and a sequence number (counting up from 0, wrapping at 65536, skipping
+numbers still in flight), and the pair names the echo's slot. A raw socket sees every ICMP message
 for the host, so a reply counts only when its identifier is ours, its sequence number is in
 flight and it comes from the address the echo went to (for a destination-unreachable
 message: the quoted original echo request went to that address); anything else, including
