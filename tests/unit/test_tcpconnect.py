@@ -355,6 +355,50 @@ def test_queued_check_times_out_from_its_start(
         assert engine.poll(2.0) == [(2, errno.ETIMEDOUT, 1.0)]
 
 
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    window=st.integers(min_value=1, max_value=6),
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("submit"), st.sampled_from([0.0, 0.5, 1.0, 1.5, 3.0])),
+            st.tuples(st.just("submit"), st.floats(min_value=0, max_value=5)),
+            st.tuples(st.just("advance"), st.floats(min_value=0, max_value=2)),
+        ),
+        max_size=30,
+    ),
+)
+def test_twins_expire_deadlines_alike(
+    tcpconnect_twins: tuple[ModuleType, ModuleType],
+    pending_port: int,
+    window: int,
+    steps: list[tuple[str, float]],
+) -> None:
+    """Heap (C) and per-timeout FIFOs (py) expire the same checks at the same polls, in
+    the same order, with the same latencies and next deadlines, queue or no queue."""
+    traces = []
+    for twin in tcpconnect_twins:
+        trace: list[object] = []
+        now = 100.0
+        with twin.TcpConnectEngine(window) as engine:
+            for token, (kind, value) in enumerate(steps):
+                if kind == "submit":
+                    engine.submit(token, "127.0.0.1", pending_port, value, now)
+                else:
+                    now += value
+                    trace.append(engine.poll(now))
+                trace.append((engine.next_deadline(), engine.in_flight, engine.queued))
+            for _ in range(len(steps) + 1):  # drain: each poll may start queued checks
+                now += 10
+                trace.append(engine.poll(now))
+            assert (engine.in_flight, engine.queued) == (0, 0)
+        traces.append(trace)
+    assert traces[0] == traces[1]
+    assert sorted(t for batch in traces[0] if isinstance(batch, list) for t, _, _ in batch) == [
+        token for token, (kind, _) in enumerate(steps) if kind == "submit"
+    ]
+
+
 def test_setup_errors_are_results_and_wake_the_fd(
     tcpconnect_impl: ModuleType, server: socket.socket
 ) -> None:

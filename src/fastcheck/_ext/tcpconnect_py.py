@@ -12,6 +12,7 @@ Rules both twins follow:
 - ``submit`` starts the check at once (socket, options, bind, non-blocking connect) while
   fewer than ``max_in_flight`` are in flight, else queues it (FIFO). A queued check starts
   during a later ``poll``; its timeout runs from that start, not from ``submit``.
+- ``now`` is monotonic seconds and must never go back from one call to the next.
 - ``poll(now)`` never blocks. It returns every check finished since the last ``poll`` as
   ``(token, errno, latency_s)``: errno 0 = connected, ``ETIMEDOUT`` = no answer before
   ``start + timeout_s``, anything else = what the kernel said. ``latency_s`` is ``now``
@@ -165,14 +166,17 @@ class TcpConnectEngine:
         "_max_in_flight",
         "_queue",
         "_results",
+        "_seq",
         "_signalled",
     )
 
     def __init__(self, max_in_flight: int = 4096) -> None:
         self._closed = True  # until every resource exists, so close() is always safe
         self._max_in_flight = _integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
-        # fd -> (socket, token, start, timeout) of every check in flight
-        self._checks: dict[int, tuple[socket.socket, int, float, float]] = {}
+        # fd -> (socket, token, start, timeout, seq) of every check in flight; seq counts
+        # starts, and breaks ties between equal deadlines of different timeouts
+        self._checks: dict[int, tuple[socket.socket, int, float, float, int]] = {}
+        self._seq = 0
         # timeout -> {fd: deadline}, in start order, so each dict's first entry is the
         # earliest deadline of that timeout (dicts keep insertion order; deletion is O(1))
         self._deadlines: dict[float, dict[int, float]] = {}
@@ -333,7 +337,8 @@ class TcpConnectEngine:
             if err == EINPROGRESS:
                 fd = sock.fileno()
                 self._epoll.register(fd, _EPOLLOUT_ONESHOT)
-                self._checks[fd] = (sock, token, now, timeout)
+                self._checks[fd] = (sock, token, now, timeout, self._seq)
+                self._seq += 1
                 group = self._deadlines.get(timeout)
                 if group is None:
                     group = self._deadlines[timeout] = {}
@@ -359,7 +364,7 @@ class TcpConnectEngine:
                 check = checks.pop(fd, None)
                 if check is None:  # the eventfd (or a stray event): nothing to report
                     continue
-                sock, token, start, timeout = check
+                sock, token, start, timeout, _ = check
                 group = deadlines[timeout]
                 del group[fd]
                 if not group:
@@ -381,7 +386,9 @@ class TcpConnectEngine:
 
     def _expire(self, now: float) -> None:
         """Report ETIMEDOUT for every check whose deadline is at or before ``now``, in
-        deadline order (ties: start order), as the compiled twin's heap does."""
+        deadline order (ties: start order), as the compiled twin's heap does. Each
+        timeout's dict is in start order, hence in deadline order while ``now`` never
+        goes back, so its expired checks are a prefix."""
         deadlines = self._deadlines
         expired: list[tuple[float, int]] = []
         groups = 0
@@ -396,11 +403,11 @@ class TcpConnectEngine:
             return
         checks = self._checks
         if groups > 1:
-            expired.sort(key=lambda item: (item[0], checks[item[1]][2]))
+            expired.sort(key=lambda item: (item[0], checks[item[1]][4]))
         append = self._results.append
         unregister = self._epoll.unregister
         for _, fd in expired:
-            sock, token, start, timeout = checks.pop(fd)
+            sock, token, start, timeout, _ = checks.pop(fd)
             group = deadlines[timeout]
             del group[fd]
             if not group:
