@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import math
 import os
 import select
 import shutil
@@ -472,6 +473,21 @@ def test_prober_many_and_backlog(loop_name: str, engine_impl: ModuleType) -> Non
     assert all(result.ok for result in results.values())
 
 
+def test_prober_backlog_refuses_bad_starts_at_once(engine_impl: ModuleType) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        prober = PingProber(loop, lambda token, result: None, max_in_flight=1)
+        prober.start(1, Target("127.0.0.1", 0), 5.0)
+        prober.start(2, Target("127.0.0.1", 0), 5.0)  # waits for room
+        for address, timeout in (("127.1", 5.0), ("127.0.0.1", math.nan)):
+            with pytest.raises(ProbeError, match="PING_CHECK target"):
+                prober.start(3, Target(address, 0), timeout)
+        assert prober.in_flight == 2
+        prober.close()
+    finally:
+        loop.close()
+
+
 def test_prober_refuses_bad_targets(engine_impl: ModuleType) -> None:
     loop = asyncio.new_event_loop()
     try:
@@ -479,6 +495,8 @@ def test_prober_refuses_bad_targets(engine_impl: ModuleType) -> None:
         for address in ("localhost", "127.1", "::g", ""):
             with pytest.raises(ProbeError, match="PING_CHECK target"):
                 prober.start(1, Target(address, 0), 1.0)
+        with pytest.raises(ProbeError, match="PING_CHECK target"):
+            prober.start(1, Target("127.0.0.1", 0), -1.0)
         assert prober.in_flight == 0
         prober.close()
         with pytest.raises(ProbeError, match="closed"):

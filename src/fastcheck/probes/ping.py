@@ -92,7 +92,7 @@ class PingProber:
         if engine is None:
             engine = self._open(ipv6)
         if self._backlog:  # keep starts in order once some had to wait
-            _validate(ipv6, address)
+            _validate(ipv6, address, timeout_s)
             self._backlog.append((token, address, ipv6, timeout_s))
             return
         self._submit(engine, token, address, timeout_s, self._clock())
@@ -215,10 +215,12 @@ class PingProber:
         self._timer = self._loop.call_later(max(0.0, deadline - self._clock()), self._on_timer)
 
 
-def _validate(ipv6: bool, address: str) -> None:
-    """Raise ``ProbeError`` now for an address the engine would refuse when it is sent."""
+def _validate(ipv6: bool, address: str, timeout_s: float) -> None:
+    """Raise ``ProbeError`` now for a start the engine would refuse when it is sent."""
     family = socket.AF_INET6 if ipv6 else socket.AF_INET
     try:
         socket.inet_pton(family, address)
     except (OSError, ValueError):
         raise ProbeError(f"PING_CHECK target {address!r} is not an IP address") from None
+    if not 0.0 <= timeout_s < math.inf:
+        raise ProbeError(f"PING_CHECK target {address!r}: bad timeout {timeout_s!r}")
