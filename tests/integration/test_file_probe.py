@@ -159,3 +159,9 @@ def test_value_changes_between_runs(run: Callable[..., Any], state: Path) -> Non
 def test_undefined_track_file_is_local(run: Callable[..., Any]) -> None:
     result = run(probe_file(file_check("nope"), [TrackFile("state", "/x")]))
     assert result.failure is Failure.LOCAL and "nope" in result.detail
+
+
+def test_track_files_by_name(run: Callable[..., Any], state: Path) -> None:
+    state.write_bytes(b"4")
+    probe = FileProbe(file_check(weight=1), {"state": TrackFile("state", str(state))})
+    assert run(probe.run()).weight == 4

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from fastcheck.errors import ProbeError
@@ -113,17 +113,22 @@ def read_value(path: str) -> tuple[int | None, str]:
 class FileProbe:
     """One FILE_CHECK, bound to its track_file's path and weight.
 
-    ``track_files`` are the configuration's `TrackFile`s (``Config.track_files``); the
-    constructor raises `ProbeError` when the check names one that is not there.
+    ``track_files`` are the configuration's `TrackFile`s (``Config.track_files``), or a
+    mapping of them by name; the constructor raises `ProbeError` when the check names one
+    that is not there.
     """
 
     __slots__ = ("_last", "path", "reverse", "weight")
 
-    def __init__(self, check: Check, track_files: Iterable[TrackFile]) -> None:
+    def __init__(self, check: Check,
+                 track_files: Mapping[str, TrackFile] | Iterable[TrackFile]) -> None:
         params = check.params
         if not isinstance(params, FileParams):
             raise ProbeError(f"{check.kind.value} is not a FILE check")
-        found = next((t for t in track_files if t.name == params.track_file), None)
+        if isinstance(track_files, Mapping):
+            found = track_files.get(params.track_file)
+        else:
+            found = next((t for t in track_files if t.name == params.track_file), None)
         if found is None:
             raise ProbeError(f"FILE_CHECK: track_file {params.track_file!r} is not defined")
         self.path = found.path
@@ -150,7 +155,8 @@ class FileProbe:
         return ProbeResult.down(Failure.FILE, clock() - start, detail)
 
 
-async def probe_file(check: Check, track_files: Iterable[TrackFile], *,
+async def probe_file(check: Check,
+                     track_files: Mapping[str, TrackFile] | Iterable[TrackFile], *,
                      loop_time: Callable[[], float] | None = None) -> ProbeResult:
     """Run a FILE_CHECK once (forgetting the last value); set-up problems are LOCAL."""
     try:
