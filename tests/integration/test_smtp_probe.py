@@ -204,6 +204,7 @@ def test_deadline_covers_the_whole_conversation(run: Callable[..., Any]) -> None
 def test_refused(run: Callable[..., Any]) -> None:
     result = probe(run, smtp_check(closed_port()))
     assert result.failure is Failure.REFUSED
+    assert result.detail == "connect: Connection refused"
 
 
 def test_reset_after_helo(run: Callable[..., Any]) -> None:

@@ -45,7 +45,12 @@ import dns.rdatatype
 from fastcheck.errors import ProbeError
 from fastcheck.model import Check, DnsParams
 from fastcheck.probes.result import Failure, ProbeResult
-from fastcheck.probes.sockopts import failure_of_errno, open_socket, socket_address
+from fastcheck.probes.sockopts import (
+    describe_error,
+    failure_of_errno,
+    open_socket,
+    socket_address,
+)
 
 __all__ = ["DnsProbe", "build_query", "probe_dns"]
 
@@ -126,7 +131,7 @@ class DnsProbe:
         except TimeoutError:
             return Failure.TIMEOUT, f"no reply within {self._timeout_s:g} s"
         except OSError as exc:
-            text = exc.strerror or str(exc) or type(exc).__name__
+            text = describe_error(exc)
             return failure_of_errno(exc.errno), f"{phase}: {text}"
         finally:
             sock.close()

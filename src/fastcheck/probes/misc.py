@@ -53,6 +53,12 @@ Where this probe differs, on purpose:
 - the last 512 bytes of stdout+stderr are kept and the last line is put in the detail
   (keepalived sends both to /dev/null). Children still writing after the script ended
   find the pipe closed.
+- no PR_SET_PDEATHSIG: should fastcheck die, a running script is not sent SIGTERM (a
+  clean shutdown calls `close`). A script that exits normally may leave children behind,
+  as under keepalived; only a timeout or a kill takes the whole group down.
+
+`run` returns within misc_timeout + term_grace_s (2 s), plus up to 10 s more only when a
+SIGKILLed script cannot die (uninterruptible sleep).
 """
 
 from __future__ import annotations

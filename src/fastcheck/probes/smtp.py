@@ -39,7 +39,12 @@ from collections.abc import Callable
 from fastcheck.errors import ProbeError
 from fastcheck.model import Check, SmtpParams
 from fastcheck.probes.result import Failure, ProbeResult
-from fastcheck.probes.sockopts import failure_of_errno, open_socket, socket_address
+from fastcheck.probes.sockopts import (
+    describe_error,
+    failure_of_errno,
+    open_socket,
+    socket_address,
+)
 
 __all__ = ["MAX_LINE_BYTES", "SmtpProbe", "parse_reply_line", "probe_smtp"]
 
@@ -187,7 +192,7 @@ class SmtpProbe:
             failure = failure_of_errno(exc.errno)
             if phase != "connect" and failure is Failure.LOCAL:
                 failure = Failure.RESET
-            text = exc.strerror or str(exc) or type(exc).__name__
+            text = describe_error(exc)
             return failure, f"{phase}: {text}"
         finally:
             sock.close()

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 from typing import Final
 
 from fastcheck.model import Target
 from fastcheck.probes.result import Failure
 
-__all__ = ["ERRNO_FAILURES", "SO_BINDTODEVICE", "SO_MARK", "failure_of_errno", "open_socket",
-           "socket_address"]
+__all__ = ["ERRNO_FAILURES", "SO_BINDTODEVICE", "SO_MARK", "describe_error", "failure_of_errno",
+           "is_inet6", "open_socket", "socket_address"]
 
 SO_MARK: Final = getattr(socket, "SO_MARK", 36)
 SO_BINDTODEVICE: Final = getattr(socket, "SO_BINDTODEVICE", 25)
@@ -47,6 +48,13 @@ ERRNO_FAILURES: Final = {
 def failure_of_errno(code: int | None) -> Failure:
     """The failure class of a socket error number (LOCAL when it says nothing of the peer)."""
     return ERRNO_FAILURES.get(code or 0, Failure.LOCAL)
+
+
+def describe_error(exc: OSError) -> str:
+    """A short text for a socket error ("Connection refused"), whatever raised it."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
 
 
 def is_inet6(target: Target) -> bool:

@@ -44,6 +44,7 @@ from fastcheck.errors import ProbeError
 from fastcheck.model import Check, UdpParams
 from fastcheck.probes.result import Failure, ProbeResult
 from fastcheck.probes.sockopts import (
+    describe_error,
     failure_of_errno,
     is_inet6,
     open_socket,
@@ -153,7 +154,7 @@ class UdpProbe:
                 return Failure.TIMEOUT, f"no reply within {self._timeout_s:g} s"
             return None, f"no reply and no ICMP error within {self._timeout_s:g} s"
         except OSError as exc:
-            text = exc.strerror or str(exc) or type(exc).__name__
+            text = describe_error(exc)
             return failure_of_errno(exc.errno), f"{phase}: {text}"
         finally:
             sock.close()
