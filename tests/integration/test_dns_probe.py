@@ -67,7 +67,7 @@ class DnsServer:
         self.close()
 
 
-def answer(rcode: int = dns.rcode.NOERROR, *, records: bool = True,
+def answer(rcode: dns.rcode.Rcode = dns.rcode.NOERROR, *, records: bool = True,
            truncated: bool = False) -> Respond:
     def respond(query: dns.message.Message) -> list[bytes]:
         reply = dns.message.make_response(query)
@@ -158,7 +158,7 @@ def test_ids_differ_between_runs(run: Callable[..., Any]) -> None:
 
 
 @pytest.mark.parametrize("rcode", [dns.rcode.SERVFAIL, dns.rcode.NXDOMAIN, dns.rcode.REFUSED])
-def test_error_rcodes_fail(run: Callable[..., Any], rcode: int) -> None:
+def test_error_rcodes_fail(run: Callable[..., Any], rcode: dns.rcode.Rcode) -> None:
     with DnsServer(answer(rcode)) as server:
         result = probe(run, dns_check(server.port))
     assert result.failure is Failure.PROTOCOL

@@ -331,17 +331,19 @@ class MiscProbe:
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
         """Start the script; returns it and the read end of its output pipe."""
-        switch = (self._uid is not None and self._uid != os.geteuid()) or \
-            (self._gid is not None and self._gid != os.getegid())
-        extra = {"user": self._uid, "group": self._gid, "extra_groups": [self._gid]} \
-            if switch else {}
+        uid, gid = self._uid, self._gid
+        switch = (uid is not None and uid != os.geteuid()) or \
+            (gid is not None and gid != os.getegid())
+        if not switch:
+            uid = gid = None
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
             for argv in (self.argv, ("/bin/sh", *self.argv)):
                 try:
                     return subprocess.Popen(
                         argv, stdin=subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
-                        close_fds=True, process_group=0, **extra), read_fd
+                        close_fds=True, process_group=0, user=uid, group=gid,
+                        extra_groups=None if gid is None else [gid]), read_fd
                 except OSError as exc:
                     if exc.errno != errno.ENOEXEC or argv[0] == "/bin/sh":
                         raise
