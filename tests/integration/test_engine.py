@@ -57,6 +57,10 @@ async def serve(tcp_port: int, http_port: int, udp_port: int) -> list:
 
 
 CONFIG = """
+track_file weightfile {{
+    file {weightfile}
+    weight 2
+}}
 virtual_server 10.0.0.1 80 {{
     lb_algo rr
     lb_kind NAT
@@ -74,6 +78,8 @@ virtual_server 10.0.0.1 80 {{
             connect_timeout 1
         }}
         PING_CHECK {{ connect_timeout 1 }}
+        MISC_CHECK {{ misc_path "/bin/sh -c 'exit 0'" }}
+        FILE_CHECK {{ track_file weightfile }}
     }}
 }}
 virtual_server 10.0.0.2 80 {{
@@ -103,10 +109,12 @@ virtual_server 10.0.0.3 53 {{
 
 
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
-def test_engine_probes_every_check_type_at_its_interval(loop_name):
+def test_engine_probes_every_check_type_at_its_interval(loop_name, tmp_path):
     ports = {"tcp": free_port(), "closed": free_port(), "http": free_port(),
              "udp": free_port(socket.SOCK_DGRAM)}
-    config, _ = load_text(CONFIG.format(**ports), filename="engine.conf")
+    weightfile = tmp_path / "weight"
+    weightfile.write_text("3\n")
+    config, _ = load_text(CONFIG.format(**ports, weightfile=weightfile), filename="engine.conf")
     plan = plan_probes(config)
     results: dict[int, list[ProbeResult]] = defaultdict(list)
 
@@ -135,7 +143,7 @@ def test_engine_probes_every_check_type_at_its_interval(loop_name):
     with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
         runner.run(main())
 
-    assert len(plan.probes) == 5  # six checks, the shared TCP check probed once
+    assert len(plan.probes) == 7  # eight checks, the shared TCP check probed once
     verdicts = {}
     for probe_id, probe in plan.probes.items():
         got = results[probe_id]
@@ -148,7 +156,11 @@ def test_engine_probes_every_check_type_at_its_interval(loop_name):
         (CheckKind.HTTP, ports["http"]): {(True, None)},
         (CheckKind.PING, 0): {(True, None)},
         (CheckKind.UDP, ports["udp"]): {(True, None)},
+        (CheckKind.MISC, 0): {(True, None)},
+        (CheckKind.FILE, 0): {(True, None)},
     }
+    file_probe = next(p for p in plan.probes.values() if p.key.kind is CheckKind.FILE)
+    assert {r.weight_offset for r in results[file_probe.id]} == {6}  # value 3 x weight 2
     shared = next(p for p in plan.probes.values()
                   if p.key.kind is CheckKind.TCP and p.key.target.port == ports["tcp"])
     assert len(shared.owners) == 2

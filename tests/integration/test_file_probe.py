@@ -86,19 +86,20 @@ def test_file_status(value: int, weight: int, reverse: bool,
 
 def test_weighted_value_is_an_offset(run: Callable[..., Any], state: Path) -> None:
     result = once(run, state, b"5\n", weight=3)
-    assert result.ok and result.weight == 15
+    assert result.ok and result.weight_offset == 15
     assert "value 5" in result.detail
 
 
 def test_dynamic_changes_nothing(run: Callable[..., Any], state: Path) -> None:
     with_dynamic = once(run, state, b"5\n", weight=3, dynamic=True)
     without = once(run, state, None, weight=3, dynamic=False)
-    assert (with_dynamic.ok, with_dynamic.weight) == (without.ok, without.weight) == (True, 15)
+    assert (with_dynamic.ok, with_dynamic.weight_offset) == (True, 15)
+    assert (without.ok, without.weight_offset) == (True, 15)
 
 
 def test_reverse(run: Callable[..., Any], state: Path) -> None:
     result = once(run, state, b"5", weight=2, reverse=True)
-    assert result.ok and result.weight == -10
+    assert result.ok and result.weight_offset == -10
 
 
 def test_fault_state_is_down(run: Callable[..., Any], state: Path) -> None:
@@ -110,7 +111,7 @@ def test_fault_state_is_down(run: Callable[..., Any], state: Path) -> None:
 
 def test_weight_zero_is_a_flag(run: Callable[..., Any], state: Path) -> None:
     up = once(run, state, b"0\n", weight=0)
-    assert up.ok and up.weight is None
+    assert up.ok and up.weight_offset is None
     down = once(run, state, b"1\n", weight=0)
     assert down.failure is Failure.FILE and "value 1" in down.detail
     assert not once(run, state, b"0", weight=0, reverse=True).ok
@@ -121,7 +122,7 @@ def test_missing_file_reads_as_zero(run: Callable[..., Any], state: Path) -> Non
     result = once(run, state, None, weight=0)
     assert result.ok and "taken as 0" in result.detail
     assert once(run, state, None, weight=0, reverse=True).failure is Failure.FILE
-    assert once(run, state, None, weight=5).weight == 0
+    assert once(run, state, None, weight=5).weight_offset == 0
 
 
 def test_directory_and_empty_file_read_as_zero(run: Callable[..., Any],
@@ -132,21 +133,21 @@ def test_directory_and_empty_file_read_as_zero(run: Callable[..., Any],
 
 def test_only_127_bytes_are_read(run: Callable[..., Any], state: Path) -> None:
     result = once(run, state, b" " * 126 + b"42", weight=1)
-    assert result.weight == 4
+    assert result.weight_offset == 4
 
 
 def test_out_of_range_value_keeps_the_previous_one(run: Callable[..., Any],
                                                    state: Path) -> None:
     probe = probe_of(state, weight=2)
     state.write_bytes(b"5")
-    assert run(probe.run()).weight == 10
+    assert run(probe.run()).weight_offset == 10
     for big in (b"99999999999", b"-2147483649", b"99999999999999999999999"):
         state.write_bytes(big)
         result = run(probe.run())
-        assert result.ok and result.weight == 10, big
+        assert result.ok and result.weight_offset == 10, big
         assert "ignored" in result.detail
     state.write_bytes(b"2147483648")  # INT32_MAX + 1 is still accepted
-    assert run(probe.run()).weight == 2**31 - 1
+    assert run(probe.run()).weight_offset == 2**31 - 1
 
 
 def test_value_changes_between_runs(run: Callable[..., Any], state: Path) -> None:
@@ -164,4 +165,4 @@ def test_undefined_track_file_is_local(run: Callable[..., Any]) -> None:
 def test_track_files_by_name(run: Callable[..., Any], state: Path) -> None:
     state.write_bytes(b"4")
     probe = FileProbe(file_check(weight=1), {"state": TrackFile("state", str(state))})
-    assert run(probe.run()).weight == 4
+    assert run(probe.run()).weight_offset == 4

@@ -20,8 +20,8 @@ update_track_file_status, process_update_checker_track_file_status; check/check_
   two (0 down, anything else up). No weight offset.
 - weight ≠ 0: status = value × weight × (−1 with reverse), clamped to 32 bits. The real
   server is down only in keepalived's fault state, status == −2**31 (IPVS_WEIGHT_FAULT —
-  any product at or below it, after the clamp); otherwise it is up and ``weight`` in the
-  result is the status: an OFFSET to add to the real server's configured weight (the sum
+  any product at or below it, after the clamp); otherwise it is up and ``weight_offset``
+  in the result is the status: an OFFSET to add to the real server's configured weight (the sum
   is clamped to 0..2**31−1 by whoever applies it — check_data.h real_weight).
 
 Note on ``dynamic``: keepalived 2.2.7 applies the offset of every FILE_CHECK with a
@@ -148,7 +148,7 @@ class FileProbe:
         up, offset = file_status(value, self.weight, self.reverse)
         detail = f"{self.path}: value {value}" + (f" ({how})" if how else "")
         if up:
-            return ProbeResult.up(clock() - start, weight=offset, detail=detail)
+            return ProbeResult.up(clock() - start, weight_offset=offset, detail=detail)
         if self.weight:
             detail += f" × weight {self.weight}{' reversed' if self.reverse else ''} " \
                       "reaches the fault state"

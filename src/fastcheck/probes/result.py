@@ -31,18 +31,25 @@ class Failure(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """One probe's outcome. `weight` is set by MISC_CHECK misc_dynamic and FILE_CHECK."""
+    """One probe's outcome.
+
+    Dynamic weights: `weight` is an absolute weight (MISC_CHECK misc_dynamic: exit status
+    − 2); `weight_offset` is added to the real server's configured weight (FILE_CHECK:
+    value × weight). A shared probe cannot know each owner's configured weight, so the
+    health layer applies them; None means "no change".
+    """
 
     ok: bool
     failure: Failure | None = None
     latency_s: float = 0.0
     detail: str = ""
     weight: int | None = None
+    weight_offset: int | None = None
 
     @classmethod
     def up(cls, latency_s: float = 0.0, *, weight: int | None = None,
-           detail: str = "") -> ProbeResult:
-        return cls(True, None, latency_s, detail, weight)
+           weight_offset: int | None = None, detail: str = "") -> ProbeResult:
+        return cls(True, None, latency_s, detail, weight, weight_offset)
 
     @classmethod
     def down(cls, failure: Failure, latency_s: float = 0.0, detail: str = "") -> ProbeResult:
