@@ -7,11 +7,10 @@ deadline (≤ 2 s).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import dns.flags
@@ -22,7 +21,6 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
-import uvloop
 
 from fastcheck.model import Check, CheckKind, DnsParams, Target
 from fastcheck.probes.dns import DnsProbe, build_query, probe_dns
@@ -91,15 +89,6 @@ def silent(query: dns.message.Message) -> list[bytes]:
     return []
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], Any]:
-    """Run a coroutine to completion on a fresh loop of the parametrized kind."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def run_it(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coro)
-    return run_it
 
 
 def dns_check(port: int, query_type: str = "SOA", name: str = ".", *,

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 
 from fastcheck.model import Check, CheckKind, FileParams, Target, TrackFile
 from fastcheck.probes.file import FileProbe, file_status, probe_file, strtol
 from fastcheck.probes.result import Failure, ProbeResult
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], Any]:
-    """Run a coroutine to completion on a fresh loop of the parametrized kind."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def run_it(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coro)
-    return run_it
 
 
 def file_check(name: str = "state", weight: int = 1, reverse: bool = False,

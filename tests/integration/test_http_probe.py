@@ -8,7 +8,6 @@ tests need /usr/bin/genhash (Debian's keepalived package) and skip without it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import re
@@ -19,12 +18,11 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 
 from fastcheck.model import (
     Check,
@@ -150,15 +148,6 @@ class Server:
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], Any]:
-    """Run a coroutine to completion on a fresh loop of the parametrized kind."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def run_it(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coro)
-    return run_it
 
 
 def http_check(port: int, *urls: UrlSpec, kind: CheckKind = CheckKind.HTTP,

@@ -16,12 +16,11 @@ import os
 import pwd
 import stat
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 
 from fastcheck.errors import ProbeError
 from fastcheck.model import Check, CheckKind, GlobalDefs, MiscParams, Script, Target
@@ -32,15 +31,6 @@ ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="switching accounts needs root")
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], Any]:
-    """Run a coroutine to completion on a fresh loop of the parametrized kind."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def run_it(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coro)
-    return run_it
 
 
 def misc_check(command: str, *, timeout_s: float = 5.0, dynamic: bool = False,

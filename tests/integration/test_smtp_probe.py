@@ -7,17 +7,15 @@ Each server runs in a thread with blocking sockets and plays a script per connec
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvloop
 
 from fastcheck.model import Check, CheckKind, SmtpParams, Target
 from fastcheck.probes.result import Failure, ProbeResult
@@ -96,15 +94,6 @@ GOOD = (b"220 mail.test ESMTP\r\n", Expect(b"HELO "), b"250 mail.test\r\n",
         Expect(b"QUIT"), b"221 bye\r\n")
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], Any]:
-    """Run a coroutine to completion on a fresh loop of the parametrized kind."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def run_it(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coro)
-    return run_it
 
 
 def smtp_check(port: int, *, address: str = "127.0.0.1", timeout_s: float = 2.0,

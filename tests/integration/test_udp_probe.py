@@ -4,15 +4,13 @@ under asyncio and uvloop. Every test is bounded by the probe's own deadline (≤
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import uvloop
 
 from fastcheck.model import Check, CheckKind, Target, UdpParams
 from fastcheck.probes.result import Failure, ProbeResult
@@ -62,15 +60,6 @@ def silent(_: bytes) -> None:
     return None
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], Any]:
-    """Run a coroutine to completion on a fresh loop of the parametrized kind."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def run_it(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coro)
-    return run_it
 
 
 def udp_check(port: int, *, address: str = "127.0.0.1", timeout_s: float = 1.0,
