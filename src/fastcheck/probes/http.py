@@ -1,6 +1,6 @@
 """HTTP_GET and SSL_GET probes: fetch each url of a check in turn and report one result.
 
-Owns: the socket of each url fetch (bind address/port, SO_BINDTODEVICE, SO_MARK), the TLS
+Owns: the socket of each url fetch (options set by probes/sockopts.py), the TLS
 client context built from the SSL block, the per-url deadline, and turning socket and TLS
 errors into `Failure`s. Wire format and verdicts live in `probes/httpwire.py`.
 Must not: decide health — retries, keepalived's "re-check only the failed url" memory and
@@ -50,7 +50,7 @@ from collections.abc import Callable
 from typing import cast
 
 from fastcheck.errors import ProbeError
-from fastcheck.model import Check, CheckKind, Family, HttpParams, SslConfig, family_of
+from fastcheck.model import Check, CheckKind, HttpParams, SslConfig
 from fastcheck.probes.httpwire import (
     DEFAULT_MAX_BODY_BYTES,
     RegexUnsupported,
@@ -59,9 +59,8 @@ from fastcheck.probes.httpwire import (
     Verdict,
 )
 from fastcheck.probes.result import Failure, ProbeResult
+from fastcheck.probes.sockopts import open_socket
 
-SO_MARK = getattr(socket, "SO_MARK", 36)
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 _UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
                           errno.ENETDOWN})
 
@@ -133,7 +132,7 @@ class HttpProbe:
     ever returns a `ProbeResult`.
     """
 
-    __slots__ = ("_address", "_family", "_target", "_timeout_s", "_tls", "urls")
+    __slots__ = ("_address", "_target", "_timeout_s", "_tls", "urls")
 
     def __init__(self, check: Check, *, ssl: SslConfig | None = None,
                  tls_context: sslmod.SSLContext | None = None,
@@ -144,7 +143,6 @@ class HttpProbe:
         target = check.target
         self._target = target
         self._timeout_s = check.connect_timeout_s
-        self._family = family_of(target.address)
         self._address: tuple[str, int] = (target.address, target.port)
         urls = []
         for url in params.urls:
@@ -176,25 +174,7 @@ class HttpProbe:
     # ------------------------------------------------------------------ one url
 
     def _socket(self) -> socket.socket:
-        target = self._target
-        inet6 = self._family is Family.INET6
-        sock = socket.socket(socket.AF_INET6 if inet6 else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            if target.fwmark:
-                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, target.fwmark)
-            if target.bind_interface:
-                sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE,
-                                target.bind_interface.encode() + b"\0")
-            if target.bind_address or target.bind_port:
-                if target.bind_port:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                host = target.bind_address or ("::" if inet6 else "0.0.0.0")
-                sock.bind((host, target.bind_port or 0))
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return open_socket(self._target, socket.SOCK_STREAM)
 
     async def _fetch(self, loop: asyncio.AbstractEventLoop, url: UrlCheck) -> Verdict:
         try:
