@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
 from fastcheck import __version__
 from fastcheck.config.loader import load_file
+from fastcheck.daemon.app import HealthFactory, Options, load_health_factory, run_daemon
+from fastcheck.daemon.dump import DEFAULT_DATA_PATH, DEFAULT_JSON_PATH
+from fastcheck.daemon.pidfile import DEFAULT_PID_FILE, PidFile, running_pid
 from fastcheck.diff import diff
 from fastcheck.errors import ConfigError, Diagnostics, FastcheckError, Severity
 from fastcheck.ipvs.backend import IpvsBackend, fullnat_conflicts
+from fastcheck.ipvs.memory import MemoryBackend
 from fastcheck.ipvs.ops import Op
 from fastcheck.ipvs.reconcile import reconcile
 from fastcheck.ipvs.table import desired_table
@@ -77,7 +84,44 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.add_argument("--stats", action="store_true",
                       help="add active/inactive connection counts")
+
+    run = commands.add_parser("run", help="run the health-check daemon in the foreground",
+                              description="Probe every real server and keep the IPVS table "
+                                          "in sync until SIGTERM/SIGINT. SIGHUP reloads FILE, "
+                                          "SIGUSR1 dumps the state.")
+    _add_run_options(run)
+
+    reload = commands.add_parser("reload", help="make the running daemon reload its file",
+                                 description="Send SIGHUP to the daemon named by the pid file.")
+    reload.add_argument("--pid-file", default=DEFAULT_PID_FILE,
+                        help=f"pid file of the running daemon (default {DEFAULT_PID_FILE})")
     return parser
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument("-f", "--use-file", dest="file", default=DEFAULT_CONFIG,
+                     help=f"configuration file (default {DEFAULT_CONFIG})")
+    run.add_argument("-i", "--config-id", default=None,
+                     help="id matched by @id conditional lines (default: short hostname)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="apply to an in-memory table and log every IPVS operation instead")
+    run.add_argument("--pid-file", default=DEFAULT_PID_FILE,
+                     help=f"pid file; one daemon per pid file (default {DEFAULT_PID_FILE})")
+    run.add_argument("--dont-release-ipvs", action="store_true",
+                     help="leave the IPVS services in place on stop")
+    run.add_argument("--repair-interval", type=float, default=5.0, metavar="S",
+                     help="seconds between kernel table read-backs repairing drift "
+                          "(default 5; 0 disables)")
+    run.add_argument("--reload-attempts", type=int, default=10, metavar="N",
+                     help="attempts at removing vanished entries on reload before stopping "
+                          "with exit status 2 (default 10)")
+    run.add_argument("--dump-file", default=DEFAULT_DATA_PATH, metavar="PATH",
+                     help=f"SIGUSR1 text dump (default {DEFAULT_DATA_PATH})")
+    run.add_argument("--dump-json", default=DEFAULT_JSON_PATH, metavar="PATH",
+                     help=f"SIGUSR1 JSON dump (default {DEFAULT_JSON_PATH})")
+    run.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"],
+                     help="log verbosity (default info)")
 
 
 def _print_diagnostics(diags: Diagnostics, stream: TextIO) -> None:
@@ -199,7 +243,67 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check-config": cmd_check_config, "plan": cmd_plan, "ipvs": cmd_ipvs}
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
+            health_factory: HealthFactory | None = None) -> int:
+    """`fastcheck run`; tests pass a `health_factory`, the daemon loads the real one."""
+    logging.basicConfig(stream=err, level=args.log_level.upper(),
+                        format="%(asctime)s fastcheck[%(process)d]: %(message)s")
+    args.strict = False
+    config = _load(args.file, args, err)
+    if config is None:
+        return EXIT_INVALID
+    if args.reload_attempts < 1:
+        print("fastcheck: --reload-attempts must be at least 1", file=err)
+        return EXIT_USAGE
+    try:
+        factory = health_factory or load_health_factory()
+        pid_file = PidFile(args.pid_file)
+        pid_file.acquire()
+    except FastcheckError as error:
+        print(f"fastcheck: {error}", file=err)
+        return EXIT_INVALID
+    try:
+        if args.dry_run:
+            backend: IpvsBackend = MemoryBackend(fullnat=True)
+        else:
+            try:
+                backend = kernel_backend()
+            except (FastcheckError, OSError, ImportError) as error:
+                print(f"fastcheck: IPVS is not available: {error} "
+                      f"(use --dry-run to run without the kernel)", file=err)
+                return EXIT_INVALID
+        options = Options(
+            config_path=args.file, config_id=args.config_id, dry_run=args.dry_run,
+            release_on_stop=not args.dont_release_ipvs,
+            repair_interval_s=args.repair_interval, reload_attempts=args.reload_attempts,
+            data_path=args.dump_file, json_path=args.dump_json)
+        try:
+            return run_daemon(options, backend, config, factory)
+        except FastcheckError as error:
+            print(f"fastcheck: {error}", file=err)
+            return EXIT_INVALID
+        finally:
+            backend.close()
+    finally:
+        pid_file.release()
+
+
+def cmd_reload(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        pid = running_pid(args.pid_file)
+        os.kill(pid, signal.SIGHUP)
+    except FastcheckError as error:
+        print(f"fastcheck: {error}", file=err)
+        return EXIT_INVALID
+    except OSError as error:
+        print(f"fastcheck: cannot signal the daemon: {error.strerror}", file=err)
+        return EXIT_INVALID
+    print(f"fastcheck: asked pid {pid} to reload", file=out)
+    return EXIT_OK
+
+
+COMMANDS = {"check-config": cmd_check_config, "plan": cmd_plan, "ipvs": cmd_ipvs,
+            "run": cmd_run, "reload": cmd_reload}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None,

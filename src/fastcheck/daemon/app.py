@@ -1,0 +1,497 @@
+"""The daemon: one `Runtime` owns all mutable state of a running fastcheck.
+
+Owns: the configuration in force, its probe plan, the scheduler and its driver, the
+probe runner, the health state (through the `Health` protocol), the IPVS backend and the
+copy of the table fastcheck last applied; start-up adoption of the kernel table, the
+result → health → reconcile → apply cycle, periodic drift repair, reload (SIGHUP), the
+dump (SIGUSR1) and stop (SIGTERM/SIGINT) with release of fastcheck's services.
+Must not: decide health (health/ does, behind the protocol), compute operations itself
+(ipvs/reconcile does), parse configuration text, or touch services it does not own:
+only services of the configuration in force (or applied earlier) are ever changed, unless
+`lvs_flush` / `lvs_flush_on_stop all` say otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastcheck.config.loader import load_file
+from fastcheck.diff import ConfigDiff
+from fastcheck.errors import ConfigError, FastcheckError
+from fastcheck.ipvs.backend import IpvsBackend, OpFailure
+from fastcheck.ipvs.ops import DestinationOp, LocalAddressOp, Op, ServiceOp
+from fastcheck.ipvs.reconcile import reconcile
+from fastcheck.ipvs.table import Service, ServiceKey, Table, desired_table
+from fastcheck.model import Config
+from fastcheck.probeplan import ProbePlan, plan_probes
+from fastcheck.probes.result import ProbeResult
+from fastcheck.probes.runner import ProbeRunner
+from fastcheck.scheduler import Scheduler
+
+from . import dump
+from .driver import SchedulerDriver
+from .reload import prepare, remove_with_retries, split_removals
+
+log = logging.getLogger("fastcheck")
+
+EXIT_OK, EXIT_FAILED, EXIT_RELOAD_FAILED = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------- health
+
+
+class Health(Protocol):
+    """What the runtime needs from the health layer (sans-IO; time comes in as `now`).
+
+    Events are opaque to the runtime and logged with `str()`, except a retry request: any
+    event with `probe_id: int` and `delay_s: float` attributes moves that probe's next run
+    (`SchedulerDriver.after_failure`).
+    """
+
+    def on_result(self, now: float, probe_id: int, result: ProbeResult) -> list[Any]: ...
+
+    def live_table(self) -> Table:
+        """The IPVS table the configuration asks for given current health (a fresh copy)."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready state for the SIGUSR1 dump."""
+        ...
+
+    def carried_over(self, now: float, config: Config, plan: ProbePlan,
+                     config_diff: ConfigDiff) -> Health:
+        """The health of `config` after a reload: state of what survives is kept."""
+        ...
+
+
+# factory(now, config, plan) -> Health, used once at start-up.
+HealthFactory = Callable[[float, Config, ProbePlan], Health]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    config_path: str
+    config_id: str | None = None
+    dry_run: bool = False
+    release_on_stop: bool = True  # False: --dont-release-ipvs
+    repair_interval_s: float = 5.0
+    reload_attempts: int = 10
+    stop_timeout_s: float = 10.0
+    data_path: str = dump.DEFAULT_DATA_PATH
+    json_path: str = dump.DEFAULT_JSON_PATH
+    max_in_flight: int | None = None
+    scheduler_bootstrap_s: float = 1.0  # keepalived's 1 s before the first checks
+
+
+@dataclass(slots=True)
+class Counters:
+    results: int = 0
+    ops_applied: int = 0
+    op_failures: int = 0
+    repairs: int = 0  # drift-repair passes that found differences
+    repaired_ops: int = 0
+    reloads: int = 0
+    reload_failures: int = 0
+    events: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+def copy_table(table: Table) -> Table:
+    return {key: Service(svc.settings, dict(svc.destinations), svc.local_addresses, svc.owner)
+            for key, svc in table.items()}
+
+
+def restrict(table: Table, keys: Iterable[ServiceKey]) -> Table:
+    """The part of `table` about services in `keys` (what fastcheck owns)."""
+    return {key: table[key] for key in keys if key in table}
+
+
+def _sleep_for(seconds: float) -> Any:
+    return asyncio.sleep(seconds)
+
+
+class Runtime:
+    """One running daemon. `await run()` returns the exit status."""
+
+    def __init__(self, config: Config, backend: IpvsBackend, health_factory: HealthFactory,
+                 options: Options, *, loop: asyncio.AbstractEventLoop | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
+        self.options = options
+        self.config = config
+        self.backend = backend
+        self.plan = plan_probes(config)
+        self.health: Health = health_factory(self.loop.time(), config, self.plan)
+        self.applied: Table = {}
+        self.counters = Counters()
+        self.exit_status = EXIT_OK
+        self.scheduler = Scheduler(rng or random.Random(), max_in_flight=options.max_in_flight,
+                                   bootstrap_s=options.scheduler_bootstrap_s)
+        self.runner = ProbeRunner(self.loop, self.plan, config, self._on_result)
+        self.driver = SchedulerDriver(self.scheduler, self.runner.start, loop=self.loop)
+        self._owned_keys = frozenset(desired_table(config))
+        self._pending: list[tuple[int, ProbeResult]] = []
+        self._flush_armed = False
+        self._busy = False  # a reload or stop is applying: results wait
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._want_reload = False
+        self._want_dump = False
+        self._stop_requested = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ requests
+
+    def request_reload(self) -> None:
+        self._want_reload = True
+        self._wake.set()
+
+    def request_dump(self) -> None:
+        self._want_dump = True
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = self.loop
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.request_dump)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+
+    def remove_signal_handlers(self) -> None:
+        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+            self.loop.remove_signal_handler(signum)
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> int:
+        self.start()
+        repair = self.loop.create_task(self._repair_loop())
+        try:
+            while not self._stop_requested:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._want_dump:
+                    self._want_dump = False
+                    self.write_dump()
+                if self._want_reload and not self._stop_requested:
+                    self._want_reload = False
+                    if not await self.reload():
+                        break
+        finally:
+            repair.cancel()
+            await self.stop()
+        return self.exit_status
+
+    def start(self) -> None:
+        """Adopts the kernel table (applies only differences) and starts probing."""
+        mode = "dry run: memory table, nothing is sent to the kernel" if self.options.dry_run \
+            else f"backend {self.backend.name}"
+        log.info("starting: %s; %d probes; %s", self.options.config_path, len(self.plan), mode)
+        if self.config.global_defs.lvs_flush:
+            log.info("lvs_flush: flushing the whole IPVS table")
+            self.backend.flush()
+        observed = restrict(self.backend.read(), self._owned_keys)
+        live = self.health.live_table()
+        ops = reconcile(live, observed)
+        adopted = len(observed)
+        if adopted:
+            log.info("adopting %d existing IPVS services of this configuration", adopted)
+        self._apply(ops, live, "start")
+        self.driver.start()
+        for probe in self.plan.probes.values():
+            self.driver.add(probe.id, probe.interval_s, probe.warmup_s, target=probe.host)
+
+    # ------------------------------------------------------------------ results
+
+    def _on_result(self, probe_id: int, result: ProbeResult) -> None:
+        self._pending.append((probe_id, result))
+        if not self._flush_armed:
+            self._flush_armed = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_armed = False
+        if self._busy or self._stopping:
+            return  # picked up when the reload is done
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        now = self.loop.time()
+        probes = self.plan.probes
+        for probe_id, result in batch:
+            self.counters.results += 1
+            known = self.driver.finished(probe_id)
+            if not known or probe_id not in probes:
+                continue  # a late result of a probe a reload removed
+            try:
+                events = self.health.on_result(now, probe_id, result)
+            except Exception:
+                log.exception("health layer failed on probe %d", probe_id)
+                continue
+            self._handle_events(events)
+        live = self.health.live_table()
+        self._apply(reconcile(live, self.applied), live, "health")
+
+    def _handle_events(self, events: Iterable[Any]) -> None:
+        for event in events:
+            self.counters.events += 1
+            probe_id = getattr(event, "probe_id", None)
+            delay = getattr(event, "delay_s", None)
+            if isinstance(probe_id, int) and isinstance(delay, int | float):
+                self.driver.after_failure(probe_id, float(delay))
+                log.debug("%s", event)
+            else:
+                log.info("%s", event)
+
+    # ------------------------------------------------------------------ applying
+
+    def _log_op(self, op: Op, why: str) -> None:
+        prefix = "[dry-run] would " if self.options.dry_run else ""
+        log.info("%s%s (%s)", prefix, op.describe(), why)
+
+    def _log_failures(self, failures: Iterable[OpFailure], why: str) -> int:
+        count = 0
+        for item in failures:
+            count += 1
+            log.error("IPVS: %s (%s)", item.error, why)
+        self.counters.op_failures += count
+        return count
+
+    def _apply(self, ops: list[Op], live: Table, why: str) -> list[OpFailure]:
+        """Applies ops meant to turn `self.applied` into `live`; keeps the copy honest."""
+        if not ops:
+            return []
+        for op in ops:
+            self._log_op(op, why)
+        failures = self.backend.apply(ops)
+        self.counters.ops_applied += len(ops) - len(failures)
+        if failures:
+            self._log_failures(failures, why)
+            self._refresh_applied()
+        else:
+            self.applied = copy_table(live)
+        return failures
+
+    def _refresh_applied(self) -> None:
+        """After a failure our copy may be wrong: read back what we own."""
+        try:
+            keys = self._owned_keys | self.applied.keys()
+            self.applied = restrict(self.backend.read(), keys)
+        except FastcheckError as error:
+            log.error("IPVS: reading the table back failed: %s", error)
+
+    async def _repair_loop(self) -> None:
+        interval = self.options.repair_interval_s
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            if not self._busy and not self._stopping:
+                self.repair()
+
+    def repair(self) -> int:
+        """Reads the kernel table back and fixes any drift; returns the ops sent."""
+        try:
+            observed = restrict(self.backend.read(), self._owned_keys | self.applied.keys())
+        except FastcheckError as error:
+            log.error("drift repair: reading IPVS failed: %s", error)
+            return 0
+        live = self.health.live_table()
+        ops = reconcile(live, observed)
+        if ops:
+            self.counters.repairs += 1
+            self.counters.repaired_ops += len(ops)
+            log.warning("drift repair: the kernel table differs from fastcheck's; "
+                        "%d operation(s) to repair", len(ops))
+            self.applied = observed
+            self._apply(ops, live, "repair")
+        return len(ops)
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self) -> bool:
+        """SIGHUP. Returns False when the daemon must stop (removals kept failing)."""
+        path = self.options.config_path
+        log.info("reloading %s", path)
+        try:
+            new, diags = load_file(path, config_id=self.options.config_id)
+        except ConfigError as error:
+            for item in error.diagnostics:
+                log.error("%s", item)
+            self.counters.reload_failures += 1
+            log.error("reload: %s has %d error(s); still running the previous configuration",
+                      path, len(error.diagnostics))
+            return True
+        except OSError as error:
+            self.counters.reload_failures += 1
+            log.error("reload: cannot read %s: %s; still running the previous configuration",
+                      path, error.strerror)
+            return True
+        for item in diags.items:
+            log.warning("%s", item)
+        self._busy = True
+        try:
+            return await self._switch(new)
+        finally:
+            self._busy = False
+            if self._pending and not self._stopping:
+                self._flush_armed = True
+                self.loop.call_soon(self._flush)
+
+    async def _switch(self, new: Config) -> bool:
+        step = prepare(self.config, new, self.plan)
+        changes = step.plan_diff
+        self.runner.update(step.plan, new)
+        for probe_id in changes.removed:
+            self.driver.remove(probe_id)
+        for probe in changes.retimed:
+            self.driver.set_interval(probe.id, probe.interval_s)
+        for probe in changes.added:
+            self.driver.add(probe.id, probe.interval_s, probe.warmup_s, target=probe.host)
+        self.health = self.health.carried_over(self.loop.time(), new, step.plan,
+                                               step.config_diff)
+        self.config, self.plan = new, step.plan
+        self._owned_keys = frozenset(desired_table(new))
+        self.counters.reloads += 1
+        d = step.config_diff
+        log.info("reload: virtual servers +%d -%d ~%d, real servers +%d -%d, probes +%d -%d",
+                 len(d.vs_added), len(d.vs_removed), len(d.vs_changed), len(d.rs_added),
+                 len(d.rs_removed), len(changes.added), len(changes.removed))
+
+        live = self.health.live_table()
+        removals, rest = split_removals(reconcile(live, self.applied))
+        for op in removals:
+            self._log_op(op, "reload")
+        outcome = await remove_with_retries(self.backend, removals,
+                                            self.options.reload_attempts, _sleep_for, log)
+        self.counters.ops_applied += len(removals) - len(outcome.failures)
+        if not outcome.ok:
+            self.counters.op_failures += len(outcome.failures)
+            self._refresh_applied()
+            log.critical("reload: removing vanished IPVS entries failed %d times; "
+                         "stopping fastcheck (exit status %d)", outcome.attempts,
+                         EXIT_RELOAD_FAILED)
+            self.exit_status = EXIT_RELOAD_FAILED
+            return False
+        for op in removals:  # keep our copy in step without a read-back
+            _forget(self.applied, op)
+        self._apply(rest, live, "reload")
+        return True
+
+    # ------------------------------------------------------------------ dump
+
+    def write_dump(self) -> None:
+        try:
+            snapshot = self.health.snapshot()
+            counters = {**self.counters.as_dict(), "probes": len(self.plan),
+                        "probes_running": self.runner.running,
+                        "scheduler_missed_runs": self.scheduler.missed_runs}
+            dump.write_dumps(self.options.data_path, self.options.json_path,
+                             self.options.config_path, self.config, self.applied,
+                             snapshot, counters)
+        except OSError as error:
+            log.error("dump: cannot write %s: %s", error.filename, error.strerror)
+            return
+        log.info("state written to %s and %s", self.options.data_path, self.options.json_path)
+
+    # ------------------------------------------------------------------ stop
+
+    async def stop(self) -> None:
+        """Stops probing, then releases fastcheck's services (bounded in time)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.driver.close()
+        self.runner.close()
+        await asyncio.sleep(0)  # let cancelled probe tasks unwind
+        flush_mode = self.config.global_defs.lvs_flush_on_stop
+        if not self.options.release_on_stop:
+            log.info("stopping: leaving the IPVS table as it is (--dont-release-ipvs)")
+        elif flush_mode == "all":
+            log.info("stopping: lvs_flush_on_stop all: flushing the whole IPVS table")
+            try:
+                self.backend.flush()
+            except FastcheckError as error:
+                log.error("IPVS: flush failed: %s", error)
+        else:
+            self._release()
+        log.info("stopped (exit status %d)", self.exit_status)
+
+    def _release(self) -> None:
+        # Only the service deletions are needed: the kernel drops their destinations.
+        services = [op for op in reconcile({}, self.applied) if isinstance(op, ServiceOp)]
+        log.info("stopping: removing %d IPVS service(s) of this configuration", len(services))
+        deadline = self.loop.time() + self.options.stop_timeout_s
+        for op in services:
+            if self.loop.time() > deadline:
+                log.error("stopping: release took longer than %.0f s; %s and later ones left",
+                          self.options.stop_timeout_s, op.service)
+                break
+            self._log_op(op, "stop")
+            failures = self.backend.apply([op])
+            self._log_failures(failures, "stop")
+            if not failures:
+                self.applied.pop(op.service, None)
+
+
+def _forget(table: Table, op: Op) -> None:
+    service = table.get(op.service)
+    if service is None:
+        return
+    if isinstance(op, DestinationOp):
+        service.destinations.pop(op.destination, None)
+    elif isinstance(op, LocalAddressOp):
+        service.local_addresses = service.local_addresses - {op.address}
+    else:
+        del table[op.service]
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def load_health_factory() -> HealthFactory:
+    """The real health layer's factory: `fastcheck.health.create_health` (see Health)."""
+    try:
+        from fastcheck import health
+    except ImportError:
+        health = None
+    factory: HealthFactory | None = getattr(health, "create_health", None)
+    if factory is None:
+        raise FastcheckError("the health layer (fastcheck.health.create_health) is not "
+                             "available in this build")
+    return factory
+
+
+def run_daemon(options: Options, backend: IpvsBackend, config: Config,
+               health_factory: HealthFactory, *, install_signals: bool = True,
+               loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> int:
+    """Runs a Runtime to the end on uvloop (by default); returns the exit status."""
+    if loop_factory is None:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+
+    async def main() -> int:
+        runtime = Runtime(config, backend, health_factory, options)
+        if install_signals:
+            runtime.install_signal_handlers()
+        try:
+            return await runtime.run()
+        finally:
+            if install_signals:
+                runtime.remove_signal_handlers()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
