@@ -1,0 +1,161 @@
+"""One checker's up/down machine: retry counting, optional rise, dynamic weight memory.
+
+Owns: `CheckState`, `HealthOptions` (fastcheck's own knobs, all off by default so the
+behaviour is keepalived's), the transition table `RULES` and `Checker.step`.
+Must not: know about real servers, quorum or the IPVS table, read a clock, or treat
+check types differently — every probe kind goes through the same table.
+
+keepalived 2.2.7 reference (check/check_http.c `epilog`/`timeout_epilog`, the same
+shape in check_tcp.c, check_misc.c …; check/ipwrapper.c `update_svr_checker_state`):
+- a checker starts up, or down when `alpha` is set;
+- a failure while up (or before the first run) counts a retry and asks for the next
+  probe after `delay_before_retry`; the checker goes down at failure `retry + 1`;
+- a failure while already down asks nothing: the probe keeps its `delay_loop` cadence
+  (keepalived's REGISTER_CHECKER_FAILED path uses max(delay_before_retry, delay_loop));
+- a success resets the retry counter and brings the checker up.
+- Every failure class counts the same. In particular an HTTP status mismatch is *not*
+  immediate: `http_handle_response` sends it through `timeout_epilog` → retry path,
+  like a timeout, a digest or a regex failure. `RETRYABLE` says so in one place.
+Extension (off by default): `rise` successes in a row to come up (keepalived: 1).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from fastcheck.model import Check, CheckKey
+from fastcheck.probes.result import Failure
+
+
+class CheckState(enum.Enum):
+    UP = "up"
+    RETRYING = "retrying"  # up, with failures counted
+    DOWN = "down"
+    RISING = "rising"  # down, with successes counted (rise > 1)
+
+
+UP_STATES = frozenset({CheckState.UP, CheckState.RETRYING})
+
+
+class Rule(enum.Enum):
+    RESET_UP = "reset_up"
+    COUNT_FAILURE = "count_failure"
+    COUNT_SUCCESS = "count_success"
+    RESET_DOWN = "reset_down"
+    NOTHING = "nothing"
+
+
+# (state, probe succeeded) → rule. Before its first run a DOWN (alpha) checker counts
+# failures like an up one (keepalived: `checker->is_up || !checker->has_run`).
+RULES: dict[tuple[CheckState, bool], Rule] = {
+    (CheckState.UP, True): Rule.RESET_UP,
+    (CheckState.UP, False): Rule.COUNT_FAILURE,
+    (CheckState.RETRYING, True): Rule.RESET_UP,
+    (CheckState.RETRYING, False): Rule.COUNT_FAILURE,
+    (CheckState.DOWN, True): Rule.COUNT_SUCCESS,
+    (CheckState.DOWN, False): Rule.NOTHING,
+    (CheckState.RISING, True): Rule.COUNT_SUCCESS,
+    (CheckState.RISING, False): Rule.RESET_DOWN,
+}
+
+# Which failures go through the retry path. keepalived 2.2.7 has no failure class that
+# skips retries (check_http.c sends status, digest and regex mismatches to
+# timeout_epilog); kept as a table so a future exception is one line here.
+RETRYABLE: dict[Failure | None, bool] = {failure: True for failure in Failure}
+
+
+@dataclass(frozen=True, slots=True)
+class HealthOptions:
+    """fastcheck's extensions; the defaults reproduce keepalived.
+
+    rise: successes in a row a down checker needs to come up.
+    slow_start_s: after a real server recovers, its weight ramps from ~0 to the
+      effective weight over this many seconds, in `slow_start_steps` steps (0 = off).
+      Not applied at start-up or to servers that were never down.
+    budget_share / budget_window_s: the removal budget (None = off); see budget.py.
+    """
+
+    rise: int = 1
+    slow_start_s: float = 0.0
+    slow_start_steps: int = 10
+    budget_share: float | None = None
+    budget_window_s: float = 10.0
+
+
+class Step(enum.Enum):
+    NONE = "none"
+    RETRY = "retry"  # counted a failure, still has retries: ask for an early probe
+    WENT_UP = "went_up"
+    WENT_DOWN = "went_down"
+
+
+class Checker:
+    """The state of one check (one `CheckKey`)."""
+
+    __slots__ = ("check", "failures", "has_run", "key", "offset", "probe_id", "state",
+                 "successes", "weight")
+
+    def __init__(self, key: CheckKey, check: Check, probe_id: int) -> None:
+        self.key = key
+        self.check = check
+        self.probe_id = probe_id
+        self.state = CheckState.DOWN if check.alpha else CheckState.UP
+        self.failures = 0
+        self.successes = 0
+        self.has_run = False
+        self.weight: int | None = None  # absolute weight (MISC misc_dynamic)
+        self.offset = 0  # weight offset (FILE_CHECK)
+
+    @property
+    def up(self) -> bool:
+        return self.state in UP_STATES
+
+    def carry(self, old: Checker) -> None:
+        """Take over the counters and weights of the same check before a reload."""
+        self.state, self.failures, self.successes = old.state, old.failures, old.successes
+        self.has_run, self.weight, self.offset = old.has_run, old.weight, old.offset
+
+    def step(self, ok: bool, failure: Failure | None, rise: int) -> Step:
+        rule = RULES[self.state, ok]
+        if not ok and not self.has_run and self.state is CheckState.DOWN:
+            rule = Rule.COUNT_FAILURE  # alpha: first failures still retry
+        if not ok and not RETRYABLE.get(failure, True):
+            self.failures = self.check.retry  # next count goes over the limit
+        self.has_run = True
+        if rule is Rule.RESET_UP:
+            self.failures = 0
+            was = self.state
+            self.state = CheckState.UP
+            return Step.NONE if was in UP_STATES else Step.WENT_UP
+        if rule is Rule.COUNT_FAILURE:
+            self.successes = 0
+            self.failures += 1
+            if self.failures <= self.check.retry:
+                if self.state is CheckState.UP:
+                    self.state = CheckState.RETRYING
+                return Step.RETRY
+            if self.state is CheckState.DOWN:
+                return Step.NONE
+            self.state = CheckState.DOWN
+            return Step.WENT_DOWN
+        if rule is Rule.COUNT_SUCCESS:
+            self.failures = 0
+            self.successes += 1
+            if self.successes >= rise:
+                self.successes = 0
+                self.state = CheckState.UP
+                return Step.WENT_UP
+            self.state = CheckState.RISING
+            return Step.NONE
+        if rule is Rule.RESET_DOWN:
+            self.successes = 0
+            self.state = CheckState.DOWN
+        return Step.NONE
+
+    def snapshot(self) -> dict[str, object]:
+        return {"kind": self.check.kind.value, "probe_id": self.probe_id,
+                "ordinal": self.key.ordinal, "state": self.state.value,
+                "failures": self.failures, "successes": self.successes,
+                "retry": self.check.retry, "has_run": self.has_run,
+                "weight": self.weight, "weight_offset": self.offset}

@@ -1,0 +1,463 @@
+"""HealthState: every checker, real server and virtual server's health, and the live table.
+
+Owns: the sans-IO health decision for a whole configuration — per-check retry machines
+(checker.py), per-real-server aggregation (up iff every checker is up; no checks =
+always up), effective weights (MISC absolute, FILE offset, clamped), per-VS quorum with
+hysteresis (quorum.py), sorry servers, the removal budget (budget.py), omega on
+shutdown, ha_suspend, carrying state over a reload, and `live_table()`: the IPVS table
+the current health asks for, kept up to date incrementally.
+Must not: do I/O, read a clock, import asyncio/socket, run scripts or talk to the
+scheduler — it emits events (events.py) and the daemon acts on them.
+
+keepalived 2.2.7 references (check/ipwrapper.c): `update_svr_checker_state` and
+`set_checker_state` (a real server is alive when its count of failed checkers is 0),
+`update_svr_wgt` (weight edits apply only when the server is in the pool and no sorry
+server replaces it), `update_quorum_state`/`perform_quorum_state` (on quorum loss with a
+sorry server, the alive servers leave the pool and the sorry server enters; on gain the
+reverse; without a sorry server only the notifiers run), `weigh_live_realservers`.
+Dynamic weights (check/check_misc.c, check_file.c): each checker holds a weight delta;
+effective = configured + Σ deltas, where MISC misc_dynamic gives an absolute weight
+(delta = weight − configured) and FILE an offset; a failed result drops the delta
+(keepalived check_misc.c resets `cur_weight`). The kernel gets `real_weight(effective)`.
+
+Incremental table: the table is built once from `desired_table` (so services, settings,
+FULLNAT local addresses and canonical destination settings are identical to it) and
+then edited in place per real-server change; `changed_services()` says which services
+were touched since the last call. One result costs O(services of that VS); only a quorum
+flip rewrites one VS. ha_suspend: fastcheck owns no VIPs, so the VIP counts as present
+until `set_vip_present(vs, False)`; while absent, results for that VS are ignored
+(keepalived suspends its checkers), and state resumes when the VIP is back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from fastcheck.health import events as ev
+from fastcheck.health.budget import RemovalBudget
+from fastcheck.health.checker import Checker, CheckState, HealthOptions, Step
+from fastcheck.health.quorum import initial_quorum, next_quorum, real_weight, threshold
+from fastcheck.ipvs.table import (
+    DestinationKey,
+    DestinationSettings,
+    ServiceKey,
+    Table,
+    desired_table,
+    service_keys,
+)
+from fastcheck.model import (
+    Config,
+    Forwarding,
+    RealServer,
+    RsKey,
+    TunnelChecksum,
+    TunnelType,
+    VirtualServer,
+    VsKey,
+)
+from fastcheck.probeplan import ProbePlan
+from fastcheck.probes.result import ProbeResult
+
+
+def _settings(forwarding: Forwarding, weight: int) -> DestinationSettings:
+    """Canonical destination settings, as `desired_table` writes them."""
+    return DestinationSettings(
+        weight=weight, method=forwarding.method,
+        tunnel_type=None if forwarding.tunnel_type is TunnelType.IPIP
+        else forwarding.tunnel_type,
+        tunnel_port=forwarding.tunnel_port,
+        tunnel_checksum=None if forwarding.tunnel_checksum is TunnelChecksum.NOCSUM
+        else forwarding.tunnel_checksum)
+
+
+class _Vs:
+    __slots__ = ("cfg", "key", "live_sum", "quorum_up", "servers", "services",
+                 "sorry_key", "sorry_settings", "vip_present")
+
+    def __init__(self, cfg: VirtualServer, services: tuple[ServiceKey, ...]) -> None:
+        self.cfg = cfg
+        self.key = cfg.key
+        self.services = services
+        self.servers: list[_Rs] = []
+        self.live_sum = 0
+        self.quorum_up = True
+        self.vip_present = True
+        sorry = cfg.sorry_server
+        self.sorry_key = DestinationKey(sorry.address, sorry.port) if sorry else None
+        self.sorry_settings = _settings(sorry.forwarding, 1) if sorry else None
+
+    @property
+    def sorry_active(self) -> bool:
+        return self.sorry_key is not None and not self.quorum_up
+
+
+class _Rs:
+    __slots__ = ("base", "cfg", "checkers", "contrib", "dest", "failed", "held", "key",
+                 "put", "ramp_start", "table_weight", "up", "vs", "weight")
+
+    def __init__(self, key: RsKey, cfg: RealServer, vs: _Vs,
+                 base: DestinationSettings) -> None:
+        self.key, self.cfg, self.vs, self.base = key, cfg, vs, base
+        self.dest = DestinationKey(cfg.address, cfg.port)
+        self.checkers: list[Checker] = []
+        self.failed = 0
+        self.up = True
+        self.held = False  # down, but kept in the table by the removal budget
+        self.weight = real_weight(cfg.weight)  # effective, clamped
+        self.table_weight = self.weight  # effective, slow-start ramp applied
+        self.contrib = 0  # what this server adds to its VS's live weight sum
+        self.ramp_start: float | None = None
+        self.put: int | None = -1  # weight last written to the table (None = absent)
+
+
+class HealthState:
+    """The health of one configuration. Feed results in, take events and the table out."""
+
+    def __init__(self, config: Config, plan: ProbePlan,
+                 options: HealthOptions | None = None) -> None:
+        self.config = config
+        self.plan = plan
+        self.options = options or HealthOptions()
+        self._table: Table = desired_table(config)
+        self._changed: set[ServiceKey] = set()
+        self._vs: dict[VsKey, _Vs] = {}
+        self._rs: dict[RsKey, _Rs] = {}
+        self._checkers: dict = {}
+        self._by_probe: dict[int, list[tuple[Checker, _Rs]]] = {}
+        self._ramping: dict[RsKey, _Rs] = {}
+        ids = plan.ids
+        for vs_cfg in config.virtual_servers:
+            vs = _Vs(vs_cfg, tuple(service_keys(vs_cfg, config)))
+            self._vs[vs.key] = vs
+            first = self._table[vs.services[0]].destinations if vs.services else {}
+            for rs_cfg in vs_cfg.real_servers:
+                rs_key = RsKey(vs.key, rs_cfg.address, rs_cfg.port)
+                dest = DestinationKey(rs_cfg.address, rs_cfg.port)
+                base = first.get(dest) or _settings(rs_cfg.forwarding, rs_cfg.weight)
+                rs = _Rs(rs_key, rs_cfg, vs, base)
+                vs.servers.append(rs)
+                self._rs[rs_key] = rs
+                for check_key, check in rs_cfg.check_keys(rs_key):
+                    probe_id = ids.get(check_key.probe, -1)
+                    checker = Checker(check_key, check, probe_id)
+                    rs.checkers.append(checker)
+                    self._checkers[check_key] = checker
+                    self._by_probe.setdefault(probe_id, []).append((checker, rs))
+        self.budget = RemovalBudget(self.options.budget_share, self.options.budget_window_s,
+                                    len(self._rs))
+        self._derive_all(initial=True)
+
+    # ------------------------------------------------------------------ building
+
+    def _derive_all(self, initial: bool) -> None:
+        """Recompute every derived field and rewrite the table (start-up, reload)."""
+        for vs in self._vs.values():
+            vs.live_sum = 0
+            for rs in vs.servers:
+                rs.failed = sum(1 for c in rs.checkers if not c.up)
+                rs.up = rs.failed == 0
+                if rs.up:
+                    rs.held = False
+                rs.weight = self._effective(rs)
+                rs.table_weight = self._ramped(rs, rs.ramp_start) if rs.ramp_start is not None \
+                    else rs.weight
+                rs.contrib = rs.weight if rs.up or rs.held else 0
+                vs.live_sum += rs.contrib
+            if initial:
+                vs.quorum_up = initial_quorum(vs.live_sum, vs.cfg.quorum, vs.cfg.hysteresis)
+            self._sync_vs(vs)
+
+    def _effective(self, rs: _Rs) -> int:
+        configured = rs.cfg.weight
+        weight = configured
+        for checker in rs.checkers:
+            weight += checker.offset
+            if checker.weight is not None:
+                weight += checker.weight - configured
+        return real_weight(weight)
+
+    def _ramped(self, rs: _Rs, now: float) -> int:
+        """Slow start: the step reached at `now` (1 … steps) of the ramp to rs.weight."""
+        opts = self.options
+        start = rs.ramp_start if rs.ramp_start is not None else now
+        step_s = opts.slow_start_s / opts.slow_start_steps
+        done = min(opts.slow_start_steps, int((now - start) / step_s) + 1)
+        if done >= opts.slow_start_steps:
+            return rs.weight
+        return max(1, math.ceil(rs.weight * done / opts.slow_start_steps)) if rs.weight else 0
+
+    # ------------------------------------------------------------------ the table
+
+    def _dest_weight(self, rs: _Rs) -> int | None:
+        in_pool = rs.up or rs.held
+        if rs.vs.sorry_active:  # perform_quorum_state: only alive servers leave the pool
+            return 0 if not in_pool and rs.cfg.inhibit_on_failure else None
+        if in_pool:
+            return rs.table_weight
+        return 0 if rs.cfg.inhibit_on_failure else None
+
+    def _put(self, rs: _Rs) -> None:
+        weight = self._dest_weight(rs)
+        if weight == rs.put:
+            return
+        rs.put = weight
+        settings = None if weight is None else (
+            rs.base if rs.base.weight == weight else replace(rs.base, weight=weight))
+        table, changed = self._table, self._changed
+        for key in rs.vs.services:
+            dests = table[key].destinations
+            if settings is None:
+                dests.pop(rs.dest, None)
+            else:
+                dests[rs.dest] = settings
+            changed.add(key)
+
+    def _sync_vs(self, vs: _Vs) -> None:
+        for rs in vs.servers:
+            self._put(rs)
+        if vs.sorry_key is None or vs.sorry_settings is None:
+            return
+        inhibit = vs.cfg.sorry_server.inhibit if vs.cfg.sorry_server else False
+        weight = 1 if vs.sorry_active else (0 if inhibit else None)
+        for key in vs.services:
+            dests = self._table[key].destinations
+            if weight is None:
+                dests.pop(vs.sorry_key, None)
+            else:
+                dests[vs.sorry_key] = replace(vs.sorry_settings, weight=weight)
+            self._changed.add(key)
+
+    def live_table(self) -> Table:
+        """The IPVS table current health asks for. A live view: read it, never edit it."""
+        return self._table
+
+    def changed_services(self) -> set[ServiceKey]:
+        """Services whose destinations changed since the last call (then forgotten)."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    # ------------------------------------------------------------------ results
+
+    def on_result(self, now: float, probe_id: int, result: ProbeResult) -> list[ev.Event]:
+        """Apply one probe result to every check that owns the probe."""
+        owners = self._by_probe.get(probe_id)
+        events: list[ev.Event] = []
+        if not owners:
+            return events
+        rise = self.options.rise
+        for checker, rs in owners:
+            if rs.vs.cfg.ha_suspend and not rs.vs.vip_present:
+                continue
+            if result.ok:
+                if result.weight is not None:
+                    checker.weight = result.weight
+                if result.weight_offset is not None:
+                    checker.offset = result.weight_offset
+            else:
+                checker.weight, checker.offset = None, 0
+            step = checker.step(result.ok, result.failure, rise)
+            if step is Step.RETRY:
+                events.append(ev.RetryRequested(probe_id, checker.key,
+                                                checker.check.delay_before_retry_s,
+                                                checker.failures))
+            elif step is Step.WENT_UP:
+                rs.failed -= 1
+                events.append(ev.CheckerUp(checker.key))
+            elif step is Step.WENT_DOWN:
+                rs.failed += 1
+                events.append(ev.CheckerDown(checker.key, checker.failures))
+            self._update_rs(now, rs, events)
+        if self.budget.tripped:
+            self._recover(now, events)
+        return events
+
+    def _update_rs(self, now: float, rs: _Rs, events: list[ev.Event]) -> None:
+        want_up = rs.failed == 0
+        weight = self._effective(rs)
+        if weight != rs.weight:
+            events.append(ev.WeightChanged(rs.key, rs.weight, weight))
+            rs.weight = weight
+        if want_up != rs.up:
+            rs.up = want_up
+            if want_up:
+                was_held = self.budget.came_back(rs.key)
+                rs.held = False
+                if self.options.slow_start_s > 0 and not was_held:
+                    rs.ramp_start = now
+                    self._ramping[rs.key] = rs
+                events.append(ev.RealServerUp(rs.key, weight, rs.cfg.notify_up))
+            else:
+                removed, tripped = self.budget.request_removal(now, rs.key)
+                rs.held = not removed
+                rs.ramp_start = None
+                self._ramping.pop(rs.key, None)
+                if tripped:
+                    events.append(ev.RemovalBudgetTripped(
+                        len(self.budget.recent), self.budget.limit, self.budget.trips))
+                events.append(ev.RealServerDown(rs.key, rs.cfg.notify_down, rs.held))
+        rs.table_weight = self._ramped(rs, now) if rs.ramp_start is not None else rs.weight
+        self._refresh(rs, events)
+
+    def _refresh(self, rs: _Rs, events: list[ev.Event]) -> None:
+        vs = rs.vs
+        contrib = rs.weight if rs.up or rs.held else 0
+        if contrib != rs.contrib:
+            vs.live_sum += contrib - rs.contrib
+            rs.contrib = contrib
+        self._put(rs)
+        self._check_quorum(vs, events)
+
+    def _check_quorum(self, vs: _Vs, events: list[ev.Event]) -> None:
+        cfg = vs.cfg
+        up = next_quorum(vs.quorum_up, vs.live_sum, cfg.quorum, cfg.hysteresis)
+        if up is vs.quorum_up:
+            return
+        limit = threshold(vs.quorum_up, cfg.quorum, cfg.hysteresis)
+        vs.quorum_up = up
+        if up:
+            events.append(ev.QuorumGained(vs.key, vs.live_sum, limit, cfg.quorum_up))
+        else:
+            events.append(ev.QuorumLost(vs.key, vs.live_sum, limit, cfg.quorum_down))
+        if vs.sorry_key is not None:
+            events.append(ev.SorryServerOut(vs.key) if up else ev.SorryServerIn(vs.key))
+            self._sync_vs(vs)
+
+    def _recover(self, now: float, events: list[ev.Event]) -> None:
+        released = self.budget.try_recover(now)
+        if released is None:
+            return
+        for key in released:
+            rs = self._rs[key]  # type: ignore[index]
+            rs.held = False
+            self._refresh(rs, events)
+        events.append(ev.RemovalBudgetRecovered(len(released)))
+
+    # ------------------------------------------------------------------ time
+
+    def next_deadline(self) -> float | None:
+        """When `on_tick` has work: a slow-start step or the removal budget's window."""
+        deadlines = []
+        budget = self.budget.next_deadline()
+        if budget is not None:
+            deadlines.append(budget)
+        opts = self.options
+        if self._ramping:
+            step_s = opts.slow_start_s / opts.slow_start_steps
+            for rs in self._ramping.values():
+                start = rs.ramp_start or 0.0
+                done = int((rs.table_weight * opts.slow_start_steps) // max(rs.weight, 1))
+                deadlines.append(start + max(done, 1) * step_s)
+        return min(deadlines) if deadlines else None
+
+    def on_tick(self, now: float) -> list[ev.Event]:
+        events: list[ev.Event] = []
+        for rs in list(self._ramping.values()):
+            rs.table_weight = self._ramped(rs, now)
+            if rs.table_weight == rs.weight:
+                rs.ramp_start = None
+                del self._ramping[rs.key]
+            self._put(rs)
+        if self.budget.tripped:
+            self._recover(now, events)
+        return events
+
+    # ------------------------------------------------------------------ VIPs, shutdown
+
+    def set_vip_present(self, vs_key: VsKey, present: bool) -> list[ev.Event]:
+        """ha_suspend: tell whether the VS's VIP is on this host (default: present)."""
+        vs = self._vs.get(vs_key)
+        if vs is not None:
+            vs.vip_present = present
+        return []
+
+    def shutdown(self) -> list[ev.Event]:
+        """omega: the notifiers a stop runs — notify_down of every live real server and
+        quorum_down of every VS holding quorum, for virtual servers with omega set
+        (keepalived ipwrapper.c `clear_service_rs`/`update_vs_notifies`, stopping)."""
+        events: list[ev.Event] = []
+        for vs in self._vs.values():
+            if not vs.cfg.omega:
+                continue
+            for rs in vs.servers:
+                if rs.up:
+                    events.append(ev.RealServerDown(rs.key, rs.cfg.notify_down, stopping=True))
+            if vs.quorum_up:
+                events.append(ev.QuorumLost(
+                    vs.key, vs.live_sum, threshold(True, vs.cfg.quorum, vs.cfg.hysteresis),
+                    vs.cfg.quorum_down, stopping=True))
+        return events
+
+    # ------------------------------------------------------------------ reload, status
+
+    def settle(self) -> list[ev.Event]:
+        """Re-decide every VS's quorum (after `carry_over`): the flips it implies."""
+        events: list[ev.Event] = []
+        for vs in self._vs.values():
+            self._check_quorum(vs, events)
+        return events
+
+    def real_server_up(self, rs_key: RsKey) -> bool:
+        return self._rs[rs_key].up
+
+    def quorum_up(self, vs_key: VsKey) -> bool:
+        return self._vs[vs_key].quorum_up
+
+    def checker(self, key: object) -> Checker:
+        return self._checkers[key]
+
+    def snapshot(self) -> dict[str, object]:
+        """Every VS, RS and check's state as JSON-able data (SIGUSR1, status)."""
+        servers = []
+        for vs in self._vs.values():
+            servers.append({
+                "vs": str(vs.key), "quorum": vs.cfg.quorum, "hysteresis": vs.cfg.hysteresis,
+                "quorum_up": vs.quorum_up, "weight_sum": vs.live_sum,
+                "sorry_server_active": vs.sorry_active, "vip_present": vs.vip_present,
+                "real_servers": [{
+                    "rs": str(rs.key), "up": rs.up, "held_by_budget": rs.held,
+                    "weight": rs.cfg.weight, "effective_weight": rs.weight,
+                    "table_weight": rs.put, "slow_start": rs.ramp_start is not None,
+                    "checks": [c.snapshot() for c in rs.checkers],
+                } for rs in vs.servers]})
+        return {"virtual_servers": servers, "removal_budget": self.budget.snapshot()}
+
+
+def carry_over(old: HealthState, new_config: Config, new_plan: ProbePlan, diff: object,
+               options: HealthOptions | None = None) -> HealthState:
+    """The health state for `new_config` after a reload, keeping what survives.
+
+    `diff` is `fastcheck.diff.diff(old.config, new_config)`. Kept checks (equal CheckKey)
+    keep state, counters and dynamic weights; kept real servers keep up/down (a new
+    check on a kept server starts in the server's old state — up if it was up, down
+    until its first success if it was down), removal-budget hold and slow start; kept
+    VS keep their quorum state (call `settle()` for flips the new weights imply). New
+    servers and checks start fresh (alpha rules).
+    """
+    new = HealthState(new_config, new_plan, options or old.options)
+    for key in diff.checks_kept:  # type: ignore[attr-defined]
+        new._checkers[key].carry(old._checkers[key])
+    kept_checks = set(diff.checks_kept)  # type: ignore[attr-defined]
+    budget = new.budget
+    for key in diff.rs_kept:  # type: ignore[attr-defined]
+        before, after = old._rs[key], new._rs[key]
+        for checker in after.checkers:
+            if checker.key not in kept_checks:
+                checker.state = CheckState.UP if before.up else CheckState.DOWN
+        after.ramp_start = before.ramp_start
+        if after.ramp_start is not None:
+            new._ramping[key] = after
+        if before.held:
+            after.held = True
+            budget.held[key] = None
+    budget.tripped = old.budget.tripped and bool(budget.held)
+    budget.trips = old.budget.trips
+    budget.recent.extend(old.budget.recent)
+    for vs_key, vs in new._vs.items():
+        before_vs = old._vs.get(vs_key)
+        if before_vs is not None:
+            vs.quorum_up, vs.vip_present = before_vs.quorum_up, before_vs.vip_present
+    new._changed.clear()
+    new._derive_all(initial=False)
+    new._changed.clear()
+    return new
