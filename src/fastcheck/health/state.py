@@ -390,6 +390,18 @@ class HealthState:
 
     # ------------------------------------------------------------------ reload, status
 
+    def startup_events(self) -> list[ev.Event]:
+        """What start-up announces: keepalived (`update_quorum_state(vs, init=true)`)
+        runs quorum_down for a VS that starts without quorum only when it has a sorry
+        server (which enters the table); without one it says nothing."""
+        events: list[ev.Event] = []
+        for vs in self._vs.values():
+            if vs.sorry_active:
+                limit = threshold(False, vs.cfg.quorum, vs.cfg.hysteresis)
+                events.append(ev.QuorumLost(vs.key, vs.live_sum, limit, vs.cfg.quorum_down))
+                events.append(ev.SorryServerIn(vs.key))
+        return events
+
     def settle(self) -> list[ev.Event]:
         """Re-decide every VS's quorum (after `carry_over`): the flips it implies."""
         events: list[ev.Event] = []
