@@ -1,0 +1,371 @@
+"""The daemon end to end on loopback listeners, with a stand-in health layer.
+
+`UpIfLastOk` is a test double for health/: a real server is up iff its last probe result
+was ok (up before any result). In-process tests drive a `Runtime` on a MemoryBackend
+under both loops; the subprocess test runs `fastcheck run --dry-run` for real (uvloop,
+signals, pid file) and reads the table back through SIGUSR1 dumps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastcheck.config.loader import load_file
+from fastcheck.daemon.app import Options, Runtime
+from fastcheck.diff import ConfigDiff
+from fastcheck.ipvs.memory import MemoryBackend
+from fastcheck.ipvs.ops import ServiceOp, Verb
+from fastcheck.ipvs.table import (
+    DestinationKey,
+    Service,
+    ServiceKey,
+    ServiceSettings,
+    Table,
+    desired_table,
+)
+from fastcheck.model import Config, Family, Protocol, RsKey
+from fastcheck.probeplan import ProbePlan
+from fastcheck.probes.result import ProbeResult
+
+# ------------------------------------------------------------------------ the double
+
+
+@dataclass(frozen=True)
+class RetrySoon:
+    probe_id: int
+    delay_s: float
+
+
+class UpIfLastOk:
+    def __init__(self, config: Config, plan: ProbePlan, up: dict[RsKey, bool] | None = None):
+        self.config, self.plan = config, plan
+        self.up = up or {}
+
+    @classmethod
+    def create(cls, now: float, config: Config, plan: ProbePlan) -> UpIfLastOk:
+        return cls(config, plan)
+
+    def on_result(self, now: float, probe_id: int, result: ProbeResult) -> list[Any]:
+        events: list[Any] = []
+        for owner in self.plan.probes[probe_id].owners:
+            if self.up.get(owner.rs, True) != result.ok:
+                events.append(f"real server {owner.rs} {'up' if result.ok else 'down'}")
+            self.up[owner.rs] = result.ok
+        if not result.ok:
+            events.append(RetrySoon(probe_id, 0.05))
+        return events
+
+    def live_table(self) -> Table:
+        table = desired_table(self.config)
+        for service in table.values():
+            for dest in list(service.destinations):
+                assert service.owner is not None
+                if not self.up.get(RsKey(service.owner, dest.address, dest.port), True):
+                    del service.destinations[dest]
+        return table
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"up": {f"{rs.address}:{rs.port}": ok for rs, ok in self.up.items()}}
+
+    def carried_over(self, now: float, config: Config, plan: ProbePlan,
+                     config_diff: ConfigDiff) -> UpIfLastOk:
+        kept = set(config_diff.rs_kept)
+        return UpIfLastOk(config, plan, {rs: ok for rs, ok in self.up.items() if rs in kept})
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def listener() -> tuple[socket.socket, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock, sock.getsockname()[1]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(path: Path, vips: dict[str, list[int]]) -> None:
+    blocks = []
+    for vip, ports in vips.items():
+        reals = "\n".join(f"    real_server 127.0.0.1 {p} {{ TCP_CHECK {{ connect_timeout 1 }} }}"
+                          for p in ports)
+        blocks.append(f"virtual_server {vip} 80 {{\n    lb_algo rr\n    lb_kind NAT\n"
+                      f"    protocol TCP\n    delay_loop 0.2\n{reals}\n}}\n")
+    path.write_text("global_defs {\n    router_id test\n}\n" + "".join(blocks))
+
+
+def ports_of(table: Table) -> dict[str, set[int]]:
+    return {key.address or "": {d.port for d in svc.destinations} for key, svc in table.items()}
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 8.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+FOREIGN = ServiceKey(Family.INET, Protocol.TCP, "10.9.9.9", 80, 0)
+
+
+def options(tmp_path: Path, config: Path, **overrides: Any) -> Options:
+    base: dict[str, Any] = dict(
+        config_path=str(config), dry_run=True, repair_interval_s=0.2,
+        scheduler_bootstrap_s=0.0, data_path=str(tmp_path / "fc.data"),
+        json_path=str(tmp_path / "fc.json"))
+    base.update(overrides)
+    return Options(**base)
+
+
+# ------------------------------------------------------------------------ in process
+
+
+def test_runtime_converges_repairs_reloads_dumps_and_releases(run, tmp_path):
+    a, port_a = listener()
+    b, port_b = listener()
+    c, port_c = listener()
+    dead = closed_port()
+    path = tmp_path / "fc.conf"
+    write_config(path, {"10.0.0.1": [port_a, port_b, dead], "10.0.0.2": [port_a]})
+    config, _ = load_file(str(path))
+
+    async def scenario() -> None:
+        backend = MemoryBackend()
+        backend.table[FOREIGN] = Service(ServiceSettings())  # not ours: never touched
+        # Already in the kernel: adopted, not re-added.
+        backend.table[ServiceKey(Family.INET, Protocol.TCP, "10.0.0.2", 80, 0)] = Service(
+            desired_table(config)[ServiceKey(Family.INET, Protocol.TCP, "10.0.0.2", 80, 0)]
+            .settings)
+        runtime = Runtime(config, backend, UpIfLastOk.create, options(tmp_path, path))
+        task = asyncio.create_task(runtime.run())
+        await until(lambda: ports_of(backend.table) == {
+            "10.0.0.1": {port_a, port_b}, "10.0.0.2": {port_a}, "10.9.9.9": set()})
+        assert not any(isinstance(op, ServiceOp) and op.verb is Verb.ADD
+                       and op.service.address == "10.0.0.2" for op in backend.applied)
+
+        b.close()  # its server leaves
+        await until(lambda: ports_of(backend.table)["10.0.0.1"] == {port_a})
+
+        # Drift: someone deletes our destination behind our back; repair puts it back.
+        del backend.table[ServiceKey(Family.INET, Protocol.TCP, "10.0.0.2", 80, 0)] \
+            .destinations[DestinationKey("127.0.0.1", port_a)]
+        await until(lambda: runtime.counters.repaired_ops >= 1)
+        await until(lambda: ports_of(backend.table)["10.0.0.2"] == {port_a})
+
+        # Reload: 10.0.0.2 vanishes, port_c joins 10.0.0.1.
+        write_config(path, {"10.0.0.1": [port_a, port_c, dead]})
+        runtime.request_reload()
+        await until(lambda: ports_of(backend.table) == {
+            "10.0.0.1": {port_a, port_c}, "10.9.9.9": set()})
+        assert runtime.counters.reloads == 1
+
+        # An invalid file on reload: logged, nothing changes.
+        path.write_text("virtual_server 10.0.0.1 80 {\n    lb_algo nosuch\n")
+        runtime.request_reload()
+        await until(lambda: runtime.counters.reload_failures == 1)
+        assert runtime.config.virtual_servers[0].real_servers[1].port == port_c
+        await asyncio.sleep(0.3)  # a few probe rounds later it still holds
+        assert ports_of(backend.table)["10.0.0.1"] == {port_a, port_c}
+
+        runtime.request_dump()
+        await until(lambda: (tmp_path / "fc.json").exists())
+        document = json.loads((tmp_path / "fc.json").read_text())
+        assert document["health"]["up"][f"127.0.0.1:{dead}"] is False
+        assert {s["address"] for s in document["ipvs"]} == {"10.0.0.1"}
+        assert "10.0.0.1:80" in (tmp_path / "fc.data").read_text()
+
+        runtime.request_stop()
+        assert await asyncio.wait_for(task, 5) == 0
+        assert set(backend.table) == {FOREIGN}  # ours released, the foreign one kept
+
+    try:
+        run(scenario())
+    finally:
+        for sock in (a, b, c):
+            sock.close()
+
+
+def test_reload_stops_with_status_2_when_removals_keep_failing(run, tmp_path, caplog):
+    a, port_a = listener()
+    b, port_b = listener()
+    path = tmp_path / "fc.conf"
+    write_config(path, {"10.0.0.1": [port_a, port_b]})
+    config, _ = load_file(str(path))
+
+    async def scenario() -> None:
+        backend = MemoryBackend()
+        runtime = Runtime(config, backend, UpIfLastOk.create,
+                          options(tmp_path, path, reload_attempts=3))
+        task = asyncio.create_task(runtime.run())
+        await until(lambda: ports_of(backend.table) == {"10.0.0.1": {port_a, port_b}})
+        backend.fail(lambda op: op.verb is Verb.DELETE and hasattr(op, "destination"),
+                     errno.EBUSY)
+        write_config(path, {"10.0.0.1": [port_a]})
+        runtime.request_reload()
+        assert await asyncio.wait_for(task, 8) == 2
+        # Stopping still released what it could: the service itself.
+        assert backend.table == {}
+
+    try:
+        with caplog.at_level("INFO", logger="fastcheck"):
+            run(scenario())
+    finally:
+        a.close()
+        b.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("attempt" in m and "/3" in m for m in messages) >= 3
+    assert any("stopping fastcheck (exit status 2)" in m for m in messages)
+
+
+def test_dont_release_leaves_the_table(run, tmp_path):
+    a, port_a = listener()
+    path = tmp_path / "fc.conf"
+    write_config(path, {"10.0.0.1": [port_a]})
+    config, _ = load_file(str(path))
+
+    async def scenario() -> None:
+        backend = MemoryBackend()
+        runtime = Runtime(config, backend, UpIfLastOk.create,
+                          options(tmp_path, path, release_on_stop=False))
+        task = asyncio.create_task(runtime.run())
+        await until(lambda: bool(backend.table))
+        runtime.request_stop()
+        assert await asyncio.wait_for(task, 5) == 0
+        assert ports_of(backend.table) == {"10.0.0.1": {port_a}}
+
+    try:
+        run(scenario())
+    finally:
+        a.close()
+
+
+# ------------------------------------------------------------------------ subprocess
+
+SCRIPT = """
+import sys
+sys.path.insert(0, {here!r})
+from test_daemon import UpIfLastOk
+from fastcheck import cli
+args = cli.build_parser().parse_args(sys.argv[1:])
+sys.exit(cli.cmd_run(args, sys.stdout, sys.stderr, health_factory=UpIfLastOk.create))
+"""
+
+
+def dumped(proc: subprocess.Popen, json_path: Path) -> dict[str, Any]:
+    json_path.unlink(missing_ok=True)
+    proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not json_path.exists():
+        assert proc.poll() is None, "daemon died"
+        assert time.monotonic() < deadline, "no dump"
+        time.sleep(0.02)
+    return json.loads(json_path.read_text())
+
+
+def wait_for_table(proc: subprocess.Popen, json_path: Path, want: dict[str, set[int]]) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        doc = dumped(proc, json_path)
+        got = {s["address"]: {d["port"] for d in s["destinations"]} for s in doc["ipvs"]}
+        if got == want:
+            return
+        assert time.monotonic() < deadline, f"table {got} never became {want}"
+        time.sleep(0.1)
+
+
+def wait_log(proc: subprocess.Popen, log_path: Path, text: str) -> None:
+    deadline = time.monotonic() + 10
+    while text not in log_path.read_text():
+        assert proc.poll() is None, "daemon died"
+        assert time.monotonic() < deadline, f"never logged {text!r}"
+        time.sleep(0.02)
+
+
+def test_fastcheck_run_dry_run_subprocess(tmp_path):
+    a, port_a = listener()
+    b, port_b = listener()
+    path = tmp_path / "fc.conf"
+    write_config(path, {"10.0.0.1": [port_a, port_b, closed_port()]})
+    script = tmp_path / "run_daemon.py"
+    script.write_text(SCRIPT.format(here=str(Path(__file__).parent)))
+    pid_path, json_path = tmp_path / "fc.pid", tmp_path / "fc.json"
+    log_path = tmp_path / "fc.log"
+    argv = [sys.executable, str(script), "run", "-f", str(path), "--dry-run",
+            "--pid-file", str(pid_path), "--dump-file", str(tmp_path / "fc.data"),
+            "--dump-json", str(json_path), "--repair-interval", "0.5"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_log(proc, log_path, "starting:")  # signal handlers are in place
+        wait_for_table(proc, json_path, {"10.0.0.1": {port_a, port_b}})
+        assert int(pid_path.read_text()) == proc.pid
+
+        # A second daemon on the same pid file refuses to start.
+        second = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1 and "already running" in second.stderr
+
+        b.close()
+        wait_for_table(proc, json_path, {"10.0.0.1": {port_a}})
+
+        write_config(path, {"10.0.0.1": [port_a], "10.0.0.3": [port_a]})
+        reload = subprocess.run([sys.executable, "-m", "fastcheck.cli", "reload",
+                                 "--pid-file", str(pid_path)],
+                                capture_output=True, text=True, timeout=30)
+        assert reload.returncode == 0, reload.stderr
+        wait_for_table(proc, json_path, {"10.0.0.1": {port_a}, "10.0.0.3": {port_a}})
+
+        path.write_text("virtual_server {\n")  # invalid: the old one keeps running
+        proc.send_signal(signal.SIGHUP)
+        wait_log(proc, log_path, "still running the previous configuration")
+        wait_for_table(proc, json_path, {"10.0.0.1": {port_a}, "10.0.0.3": {port_a}})
+        assert (tmp_path / "fc.data").read_text().startswith("------< fastcheck state dump")
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        a.close()
+        b.close()
+    log_text = log_path.read_text()
+    assert "[dry-run] would add service TCP  10.0.0.1:80" in log_text
+    assert "[dry-run] would delete service TCP  10.0.0.1:80" in log_text  # released on stop
+    assert not pid_path.exists()
+
+
+def test_run_rejects_an_invalid_config_and_touches_nothing(tmp_path):
+    path = tmp_path / "bad.conf"
+    path.write_text("virtual_server 10.0.0.1 80 {\n    lb_algo nosuch\n    delay_loop x\n}\n")
+    result = subprocess.run([sys.executable, "-m", "fastcheck.cli", "run", "-f", str(path),
+                             "--dry-run", "--pid-file", str(tmp_path / "fc.pid")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "error(s); configuration not usable" in result.stderr
+    assert not (tmp_path / "fc.pid").exists()
+
+
+def test_reload_without_daemon_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fastcheck.cli", "reload", "--pid-file",
+                             str(tmp_path / "none.pid")], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 1 and "is fastcheck running" in result.stderr
+    assert os.path.exists(tmp_path) and "Traceback" not in result.stderr
