@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from fastcheck.diff import ConfigDiff
 from fastcheck.health import events as ev
 from fastcheck.health.budget import RemovalBudget
 from fastcheck.health.checker import Checker, CheckState, HealthOptions, Step
@@ -47,6 +48,7 @@ from fastcheck.ipvs.table import (
     service_keys,
 )
 from fastcheck.model import (
+    CheckKey,
     Config,
     Forwarding,
     RealServer,
@@ -123,7 +125,7 @@ class HealthState:
         self._changed: set[ServiceKey] = set()
         self._vs: dict[VsKey, _Vs] = {}
         self._rs: dict[RsKey, _Rs] = {}
-        self._checkers: dict = {}
+        self._checkers: dict[CheckKey, Checker] = {}
         self._by_probe: dict[int, list[tuple[Checker, _Rs]]] = {}
         self._ramping: dict[RsKey, _Rs] = {}
         ids = plan.ids
@@ -328,7 +330,7 @@ class HealthState:
         if released is None:
             return
         for key in released:
-            rs = self._rs[key]  # type: ignore[index]
+            rs = self._rs[key]  # type: ignore[index]  # budget keys are RsKeys
             rs.held = False
             self._refresh(rs, events)
         events.append(ev.RemovalBudgetRecovered(len(released)))
@@ -415,7 +417,7 @@ class HealthState:
     def quorum_up(self, vs_key: VsKey) -> bool:
         return self._vs[vs_key].quorum_up
 
-    def checker(self, key: object) -> Checker:
+    def checker(self, key: CheckKey) -> Checker:
         return self._checkers[key]
 
     def snapshot(self) -> dict[str, object]:
@@ -435,7 +437,7 @@ class HealthState:
         return {"virtual_servers": servers, "removal_budget": self.budget.snapshot()}
 
 
-def carry_over(old: HealthState, new_config: Config, new_plan: ProbePlan, diff: object,
+def carry_over(old: HealthState, new_config: Config, new_plan: ProbePlan, diff: ConfigDiff,
                options: HealthOptions | None = None) -> HealthState:
     """The health state for `new_config` after a reload, keeping what survives.
 
@@ -447,11 +449,11 @@ def carry_over(old: HealthState, new_config: Config, new_plan: ProbePlan, diff: 
     servers and checks start fresh (alpha rules).
     """
     new = HealthState(new_config, new_plan, options or old.options)
-    for key in diff.checks_kept:  # type: ignore[attr-defined]
+    for key in diff.checks_kept:
         new._checkers[key].carry(old._checkers[key])
-    kept_checks = set(diff.checks_kept)  # type: ignore[attr-defined]
+    kept_checks = set(diff.checks_kept)
     budget = new.budget
-    for key in diff.rs_kept:  # type: ignore[attr-defined]
+    for key in diff.rs_kept:
         before, after = old._rs[key], new._rs[key]
         for checker in after.checkers:
             if checker.key not in kept_checks:
