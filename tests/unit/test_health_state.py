@@ -266,6 +266,45 @@ def test_removal_budget_trips_holds_and_recovers() -> None:
     assert state.budget.trips == 1 and not state.budget.tripped
 
 
+def test_removal_budget_per_vs() -> None:
+    more = ("virtual_server 10.0.0.2 80 {\n lb_algo rr\n lb_kind NAT\n protocol TCP\n"
+            + "".join(rs_block(n, checks="tcp0") for n in range(11, 15)) + "}\n")
+    cfg = config("".join(rs_block(n, checks="tcp0") for n in range(1, 5)), more=more)
+    state, plan = build(cfg, budget_share=0.5, budget_per_vs=True)  # limit 2 per VS
+    vs0, vs1 = (vs.key for vs in cfg.virtual_servers)
+    for n in (1, 2):
+        state.on_result(0, pid(plan, n), FAIL)
+    events = state.on_result(0, pid(plan, 3), FAIL)
+    assert ev.RemovalBudgetTripped(2, 2, 1, vs0) in events
+    for n in (11, 12):  # the other VS has its own budget
+        events = state.on_result(0, pid(plan, n), FAIL)
+        assert "RemovalBudgetTripped" not in kinds(events)
+    table = state.live_table()
+    held = {d.address for s in table.values() if s.owner == vs0 for d in s.destinations}
+    assert held == {"172.16.0.3", "172.16.0.4"}
+    snap = state.snapshot()
+    assert snap["removal_budget"]["tripped"] == 1  # type: ignore[index]
+    assert snap["virtual_servers"][0]["removal_budget"]["held"] == 1  # type: ignore[index]
+    assert state.next_deadline() == 10.0
+    events = state.on_tick(10.0)  # both removals left the window: 0 + 1 held < 2
+    assert events == [ev.RemovalBudgetRecovered(1, vs0)]
+    assert vs1 not in state._tripped.values()
+
+
+def test_carry_over_keeps_removal_budget_hold() -> None:
+    cfg = config("".join(rs_block(n, checks="tcp0") for n in range(1, 5)))
+    old, plan = build(cfg, budget_share=0.25)  # limit 1
+    old.on_result(0, pid(plan, 1), FAIL)
+    old.on_result(0, pid(plan, 2), FAIL)  # held
+    new_cfg = config("".join(rs_block(n, checks="tcp0") for n in range(1, 6)))
+    new = carry_over(old, new_cfg, plan_probes(new_cfg, plan), diff(cfg, new_cfg))
+    assert new.budget.tripped and list(new.budget.held) == [rskey(cfg, 2)]
+    assert new.budget.trips == 1
+    assert "172.16.0.2" in dests(new) and "172.16.0.1" not in dests(new)
+    events = new.on_result(20.0, pid(plan, 2), OK)
+    assert kinds(events) == ["CheckerUp", "RealServerUp", "RemovalBudgetRecovered"]
+
+
 def test_held_servers_count_for_quorum() -> None:
     cfg = config("".join(rs_block(n, 1, checks="tcp0") for n in range(1, 5)),
                  "quorum 3\n sorry_server 192.168.9.9 80\n")

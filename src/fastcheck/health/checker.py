@@ -74,6 +74,8 @@ class HealthOptions:
       effective weight over this many seconds, in `slow_start_steps` steps (0 = off).
       Not applied at start-up or to servers that were never down.
     budget_share / budget_window_s: the removal budget (None = off); see budget.py.
+    budget_per_vs: one budget per virtual server (share of its real servers) instead of
+      one over every real server of the configuration.
     """
 
     rise: int = 1
@@ -81,6 +83,7 @@ class HealthOptions:
     slow_start_steps: int = 10
     budget_share: float | None = None
     budget_window_s: float = 10.0
+    budget_per_vs: bool = False
 
 
 class Step(enum.Enum):

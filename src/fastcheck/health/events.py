@@ -87,11 +87,13 @@ class RemovalBudgetTripped:
     removals_in_window: int
     limit: int
     trips: int  # how many times it has tripped, this one included
+    vs: VsKey | None = None  # the budget's virtual server; None = the global budget
 
 
 @dataclass(frozen=True, slots=True)
 class RemovalBudgetRecovered:
     released: int  # held real servers now removed from the table
+    vs: VsKey | None = None
 
 
 Event = (

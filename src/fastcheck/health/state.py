@@ -74,7 +74,7 @@ def _settings(forwarding: Forwarding, weight: int) -> DestinationSettings:
 
 
 class _Vs:
-    __slots__ = ("cfg", "key", "live_sum", "quorum_up", "servers", "services",
+    __slots__ = ("budget", "cfg", "key", "live_sum", "quorum_up", "servers", "services",
                  "sorry_key", "sorry_settings", "vip_present")
 
     def __init__(self, cfg: VirtualServer, services: tuple[ServiceKey, ...]) -> None:
@@ -85,6 +85,7 @@ class _Vs:
         self.live_sum = 0
         self.quorum_up = True
         self.vip_present = True
+        self.budget: RemovalBudget | None = None
         sorry = cfg.sorry_server
         self.sorry_key = DestinationKey(sorry.address, sorry.port) if sorry else None
         self.sorry_settings = _settings(sorry.forwarding, 1) if sorry else None
@@ -146,8 +147,19 @@ class HealthState:
                     rs.checkers.append(checker)
                     self._checkers[check_key] = checker
                     self._by_probe.setdefault(probe_id, []).append((checker, rs))
-        self.budget = RemovalBudget(self.options.budget_share, self.options.budget_window_s,
-                                    len(self._rs))
+        opts = self.options
+        # The removal budget(s): one over every real server, or one per VS (None = global).
+        self.budget = RemovalBudget(opts.budget_share, opts.budget_window_s, len(self._rs))
+        self.budgets: dict[VsKey | None, RemovalBudget] = {}
+        for vs in self._vs.values():
+            if opts.budget_per_vs:
+                vs.budget = self.budgets[vs.key] = RemovalBudget(
+                    opts.budget_share, opts.budget_window_s, len(vs.servers))
+            else:
+                vs.budget = self.budget
+        if not opts.budget_per_vs:
+            self.budgets[None] = self.budget
+        self._tripped: dict[RemovalBudget, VsKey | None] = {}
         self._derive_all(initial=True)
 
     # ------------------------------------------------------------------ building
@@ -160,6 +172,8 @@ class HealthState:
                 rs.failed = sum(1 for c in rs.checkers if not c.up)
                 rs.up = rs.failed == 0
                 if rs.up:
+                    if rs.held and rs.vs.budget is not None:
+                        rs.vs.budget.forget(rs.key)
                     rs.held = False
                 rs.weight = self._effective(rs)
                 rs.table_weight = self._ramped(rs, rs.ramp_start) if rs.ramp_start is not None \
@@ -270,7 +284,7 @@ class HealthState:
                 rs.failed += 1
                 events.append(ev.CheckerDown(checker.key, checker.failures))
             self._update_rs(now, rs, events)
-        if self.budget.tripped:
+        if self._tripped:
             self._recover(now, events)
         return events
 
@@ -282,21 +296,24 @@ class HealthState:
             rs.weight = weight
         if want_up != rs.up:
             rs.up = want_up
+            budget = rs.vs.budget or self.budget
             if want_up:
-                was_held = self.budget.came_back(rs.key)
+                was_held = budget.came_back(rs.key)
                 rs.held = False
                 if self.options.slow_start_s > 0 and not was_held:
                     rs.ramp_start = now
                     self._ramping[rs.key] = rs
                 events.append(ev.RealServerUp(rs.key, weight, rs.cfg.notify_up))
             else:
-                removed, tripped = self.budget.request_removal(now, rs.key)
+                removed, tripped = budget.request_removal(now, rs.key)
                 rs.held = not removed
                 rs.ramp_start = None
                 self._ramping.pop(rs.key, None)
                 if tripped:
+                    scope = None if budget is self.budget else rs.vs.key
+                    self._tripped[budget] = scope
                     events.append(ev.RemovalBudgetTripped(
-                        len(self.budget.recent), self.budget.limit, self.budget.trips))
+                        len(budget.recent), budget.limit, budget.trips, scope))
                 events.append(ev.RealServerDown(rs.key, rs.cfg.notify_down, rs.held))
         rs.table_weight = self._ramped(rs, now) if rs.ramp_start is not None else rs.weight
         self._refresh(rs, events)
@@ -326,23 +343,26 @@ class HealthState:
             self._sync_vs(vs)
 
     def _recover(self, now: float, events: list[ev.Event]) -> None:
-        released = self.budget.try_recover(now)
-        if released is None:
-            return
-        for key in released:
-            rs = self._rs[key]  # type: ignore[index]  # budget keys are RsKeys
-            rs.held = False
-            self._refresh(rs, events)
-        events.append(ev.RemovalBudgetRecovered(len(released)))
+        for budget, scope in list(self._tripped.items()):
+            released = budget.try_recover(now)
+            if released is None:
+                continue
+            del self._tripped[budget]
+            for key in released:
+                rs = self._rs[key]  # type: ignore[index]  # budget keys are RsKeys
+                rs.held = False
+                self._refresh(rs, events)
+            events.append(ev.RemovalBudgetRecovered(len(released), scope))
 
     # ------------------------------------------------------------------ time
 
     def next_deadline(self) -> float | None:
         """When `on_tick` has work: a slow-start step or the removal budget's window."""
         deadlines = []
-        budget = self.budget.next_deadline()
-        if budget is not None:
-            deadlines.append(budget)
+        for budget in self._tripped:
+            deadline = budget.next_deadline()
+            if deadline is not None:
+                deadlines.append(deadline)
         opts = self.options
         if self._ramping:
             step_s = opts.slow_start_s / opts.slow_start_steps
@@ -360,7 +380,7 @@ class HealthState:
                 rs.ramp_start = None
                 del self._ramping[rs.key]
             self._put(rs)
-        if self.budget.tripped:
+        if self._tripped:
             self._recover(now, events)
         return events
 
@@ -434,7 +454,15 @@ class HealthState:
                     "table_weight": rs.put, "slow_start": rs.ramp_start is not None,
                     "checks": [c.snapshot() for c in rs.checkers],
                 } for rs in vs.servers]})
-        return {"virtual_servers": servers, "removal_budget": self.budget.snapshot()}
+            if self.options.budget_per_vs and vs.budget is not None:
+                servers[-1]["removal_budget"] = vs.budget.snapshot()
+        budget = self.budget.snapshot()
+        if self.options.budget_per_vs:
+            budget = {"enabled": self.budget.enabled, "per_vs": True,
+                      "tripped": len(self._tripped),
+                      "trips": sum(b.trips for b in self.budgets.values()),
+                      "held": sum(len(b.held) for b in self.budgets.values())}
+        return {"virtual_servers": servers, "removal_budget": budget}
 
 
 def carry_over(old: HealthState, new_config: Config, new_plan: ProbePlan, diff: ConfigDiff,
@@ -452,7 +480,6 @@ def carry_over(old: HealthState, new_config: Config, new_plan: ProbePlan, diff: 
     for key in diff.checks_kept:
         new._checkers[key].carry(old._checkers[key])
     kept_checks = set(diff.checks_kept)
-    budget = new.budget
     for key in diff.rs_kept:
         before, after = old._rs[key], new._rs[key]
         for checker in after.checkers:
@@ -461,12 +488,18 @@ def carry_over(old: HealthState, new_config: Config, new_plan: ProbePlan, diff: 
         after.ramp_start = before.ramp_start
         if after.ramp_start is not None:
             new._ramping[key] = after
-        if before.held:
+        if before.held and after.vs.budget is not None:
             after.held = True
-            budget.held[key] = None
-    budget.tripped = old.budget.tripped and bool(budget.held)
-    budget.trips = old.budget.trips
-    budget.recent.extend(old.budget.recent)
+            after.vs.budget.held[key] = None
+    for scope, budget in new.budgets.items():
+        before_budget = old.budgets.get(scope)
+        if before_budget is None:
+            continue
+        budget.trips = before_budget.trips
+        budget.recent.extend(before_budget.recent)
+        if before_budget.tripped and budget.held:
+            budget.tripped = True
+            new._tripped[budget] = scope
     for vs_key, vs in new._vs.items():
         before_vs = old._vs.get(vs_key)
         if before_vs is not None:
