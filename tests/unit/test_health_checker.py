@@ -155,3 +155,19 @@ def test_budget_trips_once_and_recovers_when_failures_drop() -> None:
     assert b.request_removal(12.0, "e") == (True, False)  # 1 recent: room for one
     assert b.request_removal(12.5, "f") == (False, True)  # 2 recent: over again
     assert b.trips == 2
+
+
+def test_health_package_is_sans_io() -> None:
+    import ast
+    from pathlib import Path
+
+    import fastcheck.health
+
+    banned = {"asyncio", "socket", "pyroute2", "time", "selectors", "subprocess"}
+    for path in Path(fastcheck.health.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        assert ast.get_docstring(tree), path
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not {n.split(".")[0] for n in names} & banned, (path, names)

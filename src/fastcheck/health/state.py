@@ -4,7 +4,7 @@ Owns: the sans-IO health decision for a whole configuration — per-check retry 
 (checker.py), per-real-server aggregation (up iff every checker is up; no checks =
 always up), effective weights (MISC absolute, FILE offset, clamped), per-VS quorum with
 hysteresis (quorum.py), sorry servers, the removal budget (budget.py), omega on
-shutdown, ha_suspend, carrying state over a reload, and `live_table()`: the IPVS table
+shutdown, ha_suspend, and `live_table()`: the IPVS table
 the current health asks for, kept up to date incrementally.
 Must not: do I/O, read a clock, import asyncio/socket, run scripts or talk to the
 scheduler — it emits events (events.py) and the daemon acts on them.
@@ -34,10 +34,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from fastcheck.diff import ConfigDiff
 from fastcheck.health import events as ev
 from fastcheck.health.budget import RemovalBudget
-from fastcheck.health.checker import Checker, CheckState, HealthOptions, Step
+from fastcheck.health.checker import Checker, HealthOptions, Step
 from fastcheck.health.quorum import initial_quorum, next_quorum, real_weight, threshold
 from fastcheck.ipvs.table import (
     DestinationKey,
@@ -464,47 +463,3 @@ class HealthState:
                       "held": sum(len(b.held) for b in self.budgets.values())}
         return {"virtual_servers": servers, "removal_budget": budget}
 
-
-def carry_over(old: HealthState, new_config: Config, new_plan: ProbePlan, diff: ConfigDiff,
-               options: HealthOptions | None = None) -> HealthState:
-    """The health state for `new_config` after a reload, keeping what survives.
-
-    `diff` is `fastcheck.diff.diff(old.config, new_config)`. Kept checks (equal CheckKey)
-    keep state, counters and dynamic weights; kept real servers keep up/down (a new
-    check on a kept server starts in the server's old state — up if it was up, down
-    until its first success if it was down), removal-budget hold and slow start; kept
-    VS keep their quorum state (call `settle()` for flips the new weights imply). New
-    servers and checks start fresh (alpha rules).
-    """
-    new = HealthState(new_config, new_plan, options or old.options)
-    for key in diff.checks_kept:
-        new._checkers[key].carry(old._checkers[key])
-    kept_checks = set(diff.checks_kept)
-    for key in diff.rs_kept:
-        before, after = old._rs[key], new._rs[key]
-        for checker in after.checkers:
-            if checker.key not in kept_checks:
-                checker.state = CheckState.UP if before.up else CheckState.DOWN
-        after.ramp_start = before.ramp_start
-        if after.ramp_start is not None:
-            new._ramping[key] = after
-        if before.held and after.vs.budget is not None:
-            after.held = True
-            after.vs.budget.held[key] = None
-    for scope, budget in new.budgets.items():
-        before_budget = old.budgets.get(scope)
-        if before_budget is None:
-            continue
-        budget.trips = before_budget.trips
-        budget.recent.extend(before_budget.recent)
-        if before_budget.tripped and budget.held:
-            budget.tripped = True
-            new._tripped[budget] = scope
-    for vs_key, vs in new._vs.items():
-        before_vs = old._vs.get(vs_key)
-        if before_vs is not None:
-            vs.quorum_up, vs.vip_present = before_vs.quorum_up, before_vs.vip_present
-    new._changed.clear()
-    new._derive_all(initial=False)
-    new._changed.clear()
-    return new
