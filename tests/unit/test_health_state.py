@@ -126,6 +126,12 @@ def test_inhibit_on_failure_keeps_weight_zero() -> None:
     assert dests(state) == {"172.16.0.1": 4, "172.16.0.2": 1}
 
 
+def test_vs_level_alpha_is_inherited_by_checks() -> None:
+    cfg = config(rs_block(1, checks="tcp0") + rs_block(2, checks="none"), "alpha\n")
+    state, _ = build(cfg)
+    assert not state.real_server_up(rskey(cfg, 1)) and state.real_server_up(rskey(cfg, 2))
+
+
 def test_alpha_with_inhibit_starts_at_weight_zero() -> None:
     cfg = config(rs_block(1, 4, checks="alpha", extra=" inhibit_on_failure\n"))
     state, _ = build(cfg)
