@@ -19,7 +19,7 @@ from typing import TextIO
 
 from fastcheck import __version__
 from fastcheck.config.loader import load_file
-from fastcheck.daemon.app import HealthFactory, Options, load_health_factory, run_daemon
+from fastcheck.daemon.app import HealthCarry, HealthFactory, Options, load_health, run_daemon
 from fastcheck.daemon.dump import DEFAULT_DATA_PATH, DEFAULT_JSON_PATH
 from fastcheck.daemon.pidfile import DEFAULT_PID_FILE, PidFile, running_pid
 from fastcheck.diff import diff
@@ -244,8 +244,8 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
-            health_factory: HealthFactory | None = None) -> int:
-    """`fastcheck run`; tests pass a `health_factory`, the daemon loads the real one."""
+            health: tuple[HealthFactory, HealthCarry] | None = None) -> int:
+    """`fastcheck run`; tests pass a stand-in `health`, the daemon loads the real one."""
     logging.basicConfig(stream=err, level=args.log_level.upper(),
                         format="%(asctime)s fastcheck[%(process)d]: %(message)s")
     args.strict = False
@@ -256,7 +256,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
         print("fastcheck: --reload-attempts must be at least 1", file=err)
         return EXIT_USAGE
     try:
-        factory = health_factory or load_health_factory()
+        factory, carry = health or load_health()
         pid_file = PidFile(args.pid_file)
         pid_file.acquire()
     except FastcheckError as error:
@@ -278,7 +278,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
             repair_interval_s=args.repair_interval, reload_attempts=args.reload_attempts,
             data_path=args.dump_file, json_path=args.dump_json)
         try:
-            return run_daemon(options, backend, config, factory)
+            return run_daemon(options, backend, config, factory, carry)
         except FastcheckError as error:
             print(f"fastcheck: {error}", file=err)
             return EXIT_INVALID

@@ -54,8 +54,10 @@ class UpIfLastOk:
         self.up = up or {}
 
     @classmethod
-    def create(cls, now: float, config: Config, plan: ProbePlan) -> UpIfLastOk:
-        return cls(config, plan)
+    def carry(cls, old: UpIfLastOk, config: Config, plan: ProbePlan,
+              config_diff: ConfigDiff) -> UpIfLastOk:
+        kept = set(config_diff.rs_kept)
+        return cls(config, plan, {rs: ok for rs, ok in old.up.items() if rs in kept})
 
     def on_result(self, now: float, probe_id: int, result: ProbeResult) -> list[Any]:
         events: list[Any] = []
@@ -79,10 +81,20 @@ class UpIfLastOk:
     def snapshot(self) -> dict[str, Any]:
         return {"up": {f"{rs.address}:{rs.port}": ok for rs, ok in self.up.items()}}
 
-    def carried_over(self, now: float, config: Config, plan: ProbePlan,
-                     config_diff: ConfigDiff) -> UpIfLastOk:
-        kept = set(config_diff.rs_kept)
-        return UpIfLastOk(config, plan, {rs: ok for rs, ok in self.up.items() if rs in kept})
+    def on_tick(self, now: float) -> list[Any]:
+        return []
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def startup_events(self) -> list[Any]:
+        return []
+
+    def settle(self) -> list[Any]:
+        return []
+
+    def shutdown(self) -> list[Any]:
+        return []
 
 
 # ------------------------------------------------------------------------ helpers
@@ -153,7 +165,7 @@ def test_runtime_converges_repairs_reloads_dumps_and_releases(run, tmp_path):
         backend.table[ServiceKey(Family.INET, Protocol.TCP, "10.0.0.2", 80, 0)] = Service(
             desired_table(config)[ServiceKey(Family.INET, Protocol.TCP, "10.0.0.2", 80, 0)]
             .settings)
-        runtime = Runtime(config, backend, UpIfLastOk.create, options(tmp_path, path))
+        runtime = Runtime(config, backend, UpIfLastOk, UpIfLastOk.carry, options(tmp_path, path))
         task = asyncio.create_task(runtime.run())
         await until(lambda: ports_of(backend.table) == {
             "10.0.0.1": {port_a, port_b}, "10.0.0.2": {port_a}, "10.9.9.9": set()})
@@ -211,7 +223,7 @@ def test_reload_stops_with_status_2_when_removals_keep_failing(run, tmp_path, ca
 
     async def scenario() -> None:
         backend = MemoryBackend()
-        runtime = Runtime(config, backend, UpIfLastOk.create,
+        runtime = Runtime(config, backend, UpIfLastOk, UpIfLastOk.carry,
                           options(tmp_path, path, reload_attempts=3))
         task = asyncio.create_task(runtime.run())
         await until(lambda: ports_of(backend.table) == {"10.0.0.1": {port_a, port_b}})
@@ -242,7 +254,7 @@ def test_dont_release_leaves_the_table(run, tmp_path):
 
     async def scenario() -> None:
         backend = MemoryBackend()
-        runtime = Runtime(config, backend, UpIfLastOk.create,
+        runtime = Runtime(config, backend, UpIfLastOk, UpIfLastOk.carry,
                           options(tmp_path, path, release_on_stop=False))
         task = asyncio.create_task(runtime.run())
         await until(lambda: bool(backend.table))
@@ -264,7 +276,7 @@ sys.path.insert(0, {here!r})
 from test_daemon import UpIfLastOk
 from fastcheck import cli
 args = cli.build_parser().parse_args(sys.argv[1:])
-sys.exit(cli.cmd_run(args, sys.stdout, sys.stderr, health_factory=UpIfLastOk.create))
+sys.exit(cli.cmd_run(args, sys.stdout, sys.stderr, health=(UpIfLastOk, UpIfLastOk.carry)))
 """
 
 

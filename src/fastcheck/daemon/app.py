@@ -14,6 +14,7 @@ only services of the configuration in force (or applied earlier) are ever change
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import signal
@@ -28,7 +29,7 @@ from fastcheck.ipvs.backend import IpvsBackend, OpFailure
 from fastcheck.ipvs.ops import DestinationOp, LocalAddressOp, Op, ServiceOp
 from fastcheck.ipvs.reconcile import reconcile
 from fastcheck.ipvs.table import Service, ServiceKey, Table, desired_table
-from fastcheck.model import Config
+from fastcheck.model import CheckKey, Config
 from fastcheck.probeplan import ProbePlan, plan_probes
 from fastcheck.probes.result import ProbeResult
 from fastcheck.probes.runner import ProbeRunner
@@ -49,29 +50,42 @@ EXIT_OK, EXIT_FAILED, EXIT_RELOAD_FAILED = 0, 1, 2
 class Health(Protocol):
     """What the runtime needs from the health layer (sans-IO; time comes in as `now`).
 
-    Events are opaque to the runtime and logged with `str()`, except a retry request: any
-    event with `probe_id: int` and `delay_s: float` attributes moves that probe's next run
-    (`SchedulerDriver.after_failure`).
+    `fastcheck.health.HealthState` is the real one. Events are opaque to the runtime and
+    logged with `str()`, except a retry request: any event with `probe_id: int` and
+    `delay_s: float` attributes moves that probe's next run (`driver.after_failure`).
     """
 
     def on_result(self, now: float, probe_id: int, result: ProbeResult) -> list[Any]: ...
 
+    def on_tick(self, now: float) -> list[Any]:
+        """Time-driven work (slow start, budget windows), called at `next_deadline()`."""
+        ...
+
+    def next_deadline(self) -> float | None: ...
+
     def live_table(self) -> Table:
-        """The IPVS table the configuration asks for given current health (a fresh copy)."""
+        """The IPVS table current health asks for. The runtime never edits it."""
         ...
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state for the SIGUSR1 dump."""
         ...
 
-    def carried_over(self, now: float, config: Config, plan: ProbePlan,
-                     config_diff: ConfigDiff) -> Health:
-        """The health of `config` after a reload: state of what survives is kept."""
+    def startup_events(self) -> list[Any]: ...
+
+    def settle(self) -> list[Any]:
+        """After a carry-over: the flips the new configuration implies."""
+        ...
+
+    def shutdown(self) -> list[Any]:
+        """What a stop announces (omega notifiers)."""
         ...
 
 
-# factory(now, config, plan) -> Health, used once at start-up.
-HealthFactory = Callable[[float, Config, ProbePlan], Health]
+# factory(config, plan) → the health of a fresh start (e.g. HealthState).
+HealthFactory = Callable[[Config, ProbePlan], Health]
+# carry(old, new_config, new_plan, config_diff) → the health after a reload (carry_over).
+HealthCarry = Callable[[Any, Config, ProbePlan, ConfigDiff], Health]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +118,30 @@ class Counters:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
 
+def _value_text(value: Any) -> str:
+    if isinstance(value, CheckKey):
+        return f"{value.probe.kind.value} of {value.rs}"
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return "[" + ", ".join(_value_text(item) for item in value) + "]"
+    return str(value)
+
+
+def event_text(event: Any) -> str:
+    """One readable line for a health event: its name and the fields that say something."""
+    describe = getattr(event, "describe", None)
+    if callable(describe):
+        return str(describe())
+    if not dataclasses.is_dataclass(event) or isinstance(event, type):
+        return str(event)
+    parts = []
+    for item in dataclasses.fields(event):
+        value = getattr(event, item.name)
+        if value is None or value is False or value == ():
+            continue
+        parts.append(item.name if value is True else f"{item.name} {_value_text(value)}")
+    return f"{type(event).__name__}: " + ", ".join(parts)
+
+
 def copy_table(table: Table) -> Table:
     return {key: Service(svc.settings, dict(svc.destinations), svc.local_addresses, svc.owner)
             for key, svc in table.items()}
@@ -122,14 +160,18 @@ class Runtime:
     """One running daemon. `await run()` returns the exit status."""
 
     def __init__(self, config: Config, backend: IpvsBackend, health_factory: HealthFactory,
-                 options: Options, *, loop: asyncio.AbstractEventLoop | None = None,
+                 health_carry: HealthCarry, options: Options, *,
+                 loop: asyncio.AbstractEventLoop | None = None,
                  rng: random.Random | None = None) -> None:
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.options = options
         self.config = config
         self.backend = backend
         self.plan = plan_probes(config)
-        self.health: Health = health_factory(self.loop.time(), config, self.plan)
+        self.health: Health = health_factory(config, self.plan)
+        self._carry = health_carry
+        self._tick_timer: asyncio.TimerHandle | None = None
+        self._tick_at = 0.0
         self.applied: Table = {}
         self.counters = Counters()
         self.exit_status = EXIT_OK
@@ -209,6 +251,8 @@ class Runtime:
         if adopted:
             log.info("adopting %d existing IPVS services of this configuration", adopted)
         self._apply(ops, live, "start")
+        self._handle_events(self.health.startup_events())
+        self._arm_tick()
         self.driver.start()
         for probe in self.plan.probes.values():
             self.driver.add(probe.id, probe.interval_s, probe.warmup_s, target=probe.host)
@@ -241,8 +285,30 @@ class Runtime:
                 log.exception("health layer failed on probe %d", probe_id)
                 continue
             self._handle_events(events)
+        self._sync("health")
+
+    def _sync(self, why: str) -> None:
+        """Applies what health asks for now and re-arms the health timer."""
         live = self.health.live_table()
-        self._apply(reconcile(live, self.applied), live, "health")
+        self._apply(reconcile(live, self.applied), live, why)
+        self._arm_tick()
+
+    def _arm_tick(self) -> None:
+        deadline = None if self._stopping else self.health.next_deadline()
+        timer = self._tick_timer
+        if timer is not None and (deadline is None or deadline != self._tick_at):
+            timer.cancel()
+            self._tick_timer = timer = None
+        if deadline is not None and timer is None:
+            self._tick_at = deadline
+            self._tick_timer = self.loop.call_at(deadline, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_timer = None
+        if self._busy or self._stopping:
+            return  # the reload re-arms when it is done
+        self._handle_events(self.health.on_tick(self.loop.time()))
+        self._sync("health")
 
     def _handle_events(self, events: Iterable[Any]) -> None:
         for event in events:
@@ -251,9 +317,9 @@ class Runtime:
             delay = getattr(event, "delay_s", None)
             if isinstance(probe_id, int) and isinstance(delay, int | float):
                 self.driver.after_failure(probe_id, float(delay))
-                log.debug("%s", event)
+                log.debug("%s", event_text(event))
             else:
-                log.info("%s", event)
+                log.info("%s", event_text(event))
 
     # ------------------------------------------------------------------ applying
 
@@ -360,8 +426,8 @@ class Runtime:
             self.driver.set_interval(probe.id, probe.interval_s)
         for probe in changes.added:
             self.driver.add(probe.id, probe.interval_s, probe.warmup_s, target=probe.host)
-        self.health = self.health.carried_over(self.loop.time(), new, step.plan,
-                                               step.config_diff)
+        self.health = self._carry(self.health, new, step.plan, step.config_diff)
+        self._handle_events(self.health.settle())
         self.config, self.plan = new, step.plan
         self._owned_keys = frozenset(desired_table(new))
         self.counters.reloads += 1
@@ -388,6 +454,7 @@ class Runtime:
         for op in removals:  # keep our copy in step without a read-back
             _forget(self.applied, op)
         self._apply(rest, live, "reload")
+        self._arm_tick()
         return True
 
     # ------------------------------------------------------------------ dump
@@ -415,6 +482,10 @@ class Runtime:
         self._stopping = True
         self.driver.close()
         self.runner.close()
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
+        self._handle_events(self.health.shutdown())
         await asyncio.sleep(0)  # let cancelled probe tasks unwind
         flush_mode = self.config.global_defs.lvs_flush_on_stop
         if not self.options.release_on_stop:
@@ -461,21 +532,22 @@ def _forget(table: Table, op: Op) -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
-def load_health_factory() -> HealthFactory:
-    """The real health layer's factory: `fastcheck.health.create_health` (see Health)."""
+def load_health() -> tuple[HealthFactory, HealthCarry]:
+    """The real health layer: `HealthState` and `carry_over` with default options."""
     try:
-        from fastcheck import health
-    except ImportError:
-        health = None
-    factory: HealthFactory | None = getattr(health, "create_health", None)
-    if factory is None:
-        raise FastcheckError("the health layer (fastcheck.health.create_health) is not "
-                             "available in this build")
-    return factory
+        from fastcheck.health import HealthState, carry_over
+    except ImportError as error:
+        raise FastcheckError(f"the health layer is not available: {error}") from None
+
+    def carry(old: Any, config: Config, plan: ProbePlan, config_diff: ConfigDiff) -> Health:
+        return carry_over(old, config, plan, config_diff)
+
+    return HealthState, carry
 
 
 def run_daemon(options: Options, backend: IpvsBackend, config: Config,
-               health_factory: HealthFactory, *, install_signals: bool = True,
+               health_factory: HealthFactory, health_carry: HealthCarry, *,
+               install_signals: bool = True,
                loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> int:
     """Runs a Runtime to the end on uvloop (by default); returns the exit status."""
     if loop_factory is None:
@@ -484,7 +556,7 @@ def run_daemon(options: Options, backend: IpvsBackend, config: Config,
         loop_factory = uvloop.new_event_loop
 
     async def main() -> int:
-        runtime = Runtime(config, backend, health_factory, options)
+        runtime = Runtime(config, backend, health_factory, health_carry, options)
         if install_signals:
             runtime.install_signal_handlers()
         try:
