@@ -81,6 +81,9 @@ class UpIfLastOk:
     def snapshot(self) -> dict[str, Any]:
         return {"up": {f"{rs.address}:{rs.port}": ok for rs, ok in self.up.items()}}
 
+    def changed_services(self) -> set[ServiceKey]:
+        return set(desired_table(self.config))  # all of them: simple, not cheap
+
     def on_tick(self, now: float) -> list[Any]:
         return []
 
@@ -381,3 +384,28 @@ def test_reload_without_daemon_is_a_clear_error(tmp_path):
                             timeout=30)
     assert result.returncode == 1 and "is fastcheck running" in result.stderr
     assert os.path.exists(tmp_path) and "Traceback" not in result.stderr
+
+
+def test_fastcheck_run_with_the_real_health_layer(tmp_path):
+    a, port_a = listener()
+    dead = closed_port()
+    path = tmp_path / "fc.conf"
+    write_config(path, {"10.0.0.1": [port_a, dead]})
+    json_path, log_path = tmp_path / "fc.json", tmp_path / "fc.log"
+    argv = [sys.executable, "-m", "fastcheck.cli", "run", "-f", str(path), "--dry-run",
+            "--pid-file", str(tmp_path / "fc.pid"), "--dump-file", str(tmp_path / "fc.data"),
+            "--dump-json", str(json_path)]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_log(proc, log_path, "starting:")
+        wait_for_table(proc, json_path, {"10.0.0.1": {port_a}})
+        assert "virtual_servers" in json.loads(json_path.read_text())["health"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        a.close()
+    assert f"RealServerDown: rs 127.0.0.1:{dead}" in log_path.read_text()

@@ -67,6 +67,11 @@ class Health(Protocol):
         """The IPVS table current health asks for. The runtime never edits it."""
         ...
 
+    def changed_services(self) -> set[ServiceKey]:
+        """Services whose destinations changed since the last call (then forgotten);
+        after results and ticks only these are reconciled."""
+        ...
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state for the SIGUSR1 dump."""
         ...
@@ -245,6 +250,7 @@ class Runtime:
             log.info("lvs_flush: flushing the whole IPVS table")
             self.backend.flush()
         observed = restrict(self.backend.read(), self._owned_keys)
+        self.health.changed_services()  # a full reconcile follows
         live = self.health.live_table()
         ops = reconcile(live, observed)
         adopted = len(observed)
@@ -288,9 +294,11 @@ class Runtime:
         self._sync("health")
 
     def _sync(self, why: str) -> None:
-        """Applies what health asks for now and re-arms the health timer."""
-        live = self.health.live_table()
-        self._apply(reconcile(live, self.applied), live, why)
+        """Applies what health changed (only those services) and re-arms the health timer."""
+        changed = self.health.changed_services()
+        if changed:
+            live = restrict(self.health.live_table(), changed)
+            self._apply(reconcile(live, restrict(self.applied, changed)), live, why, changed)
         self._arm_tick()
 
     def _arm_tick(self) -> None:
@@ -335,8 +343,10 @@ class Runtime:
         self.counters.op_failures += count
         return count
 
-    def _apply(self, ops: list[Op], live: Table, why: str) -> list[OpFailure]:
-        """Applies ops meant to turn `self.applied` into `live`; keeps the copy honest."""
+    def _apply(self, ops: list[Op], live: Table, why: str,
+               keys: set[ServiceKey] | None = None) -> list[OpFailure]:
+        """Applies ops meant to turn `self.applied` into `live` (or, with `keys`, just
+        those services of it); keeps the copy honest."""
         if not ops:
             return []
         for op in ops:
@@ -346,8 +356,16 @@ class Runtime:
         if failures:
             self._log_failures(failures, why)
             self._refresh_applied()
-        else:
+        elif keys is None:
             self.applied = copy_table(live)
+        else:
+            for key in keys:
+                service = live.get(key)
+                if service is None:
+                    self.applied.pop(key, None)
+                else:
+                    self.applied[key] = Service(service.settings, dict(service.destinations),
+                                                service.local_addresses, service.owner)
         return failures
 
     def _refresh_applied(self) -> None:
@@ -436,6 +454,7 @@ class Runtime:
                  len(d.vs_added), len(d.vs_removed), len(d.vs_changed), len(d.rs_added),
                  len(d.rs_removed), len(changes.added), len(changes.removed))
 
+        self.health.changed_services()  # a full reconcile follows
         live = self.health.live_table()
         removals, rest = split_removals(reconcile(live, self.applied))
         for op in removals:
