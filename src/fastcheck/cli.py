@@ -19,9 +19,10 @@ from typing import TextIO
 
 from fastcheck import __version__
 from fastcheck.config.loader import load_file
-from fastcheck.daemon.app import HealthCarry, HealthFactory, Options, load_health, run_daemon
+from fastcheck.daemon.app import HealthCarry, HealthFactory, Options
 from fastcheck.daemon.dump import DEFAULT_DATA_PATH, DEFAULT_JSON_PATH
 from fastcheck.daemon.pidfile import DEFAULT_PID_FILE, PidFile, running_pid
+from fastcheck.daemon.signals import load_health, run_daemon
 from fastcheck.diff import diff
 from fastcheck.errors import ConfigError, Diagnostics, FastcheckError, Severity
 from fastcheck.ipvs.backend import IpvsBackend, fullnat_conflicts

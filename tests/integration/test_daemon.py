@@ -27,6 +27,7 @@ from fastcheck.daemon.app import Options, Runtime
 from fastcheck.diff import ConfigDiff
 from fastcheck.ipvs.memory import MemoryBackend
 from fastcheck.ipvs.ops import ServiceOp, Verb
+from fastcheck.ipvs.reconcile import reconcile
 from fastcheck.ipvs.table import (
     DestinationKey,
     Service,
@@ -409,3 +410,28 @@ def test_fastcheck_run_with_the_real_health_layer(tmp_path):
             proc.wait(timeout=5)
         a.close()
     assert f"RealServerDown: rs 127.0.0.1:{dead}" in log_path.read_text()
+
+
+def test_start_adopts_a_matching_kernel_table_without_operations(run, tmp_path):
+    a, port_a = listener()
+    path = tmp_path / "fc.conf"
+    write_config(path, {"10.0.0.1": [port_a], "10.0.0.2": [port_a]})
+    config, _ = load_file(str(path))
+
+    async def scenario() -> None:
+        backend = MemoryBackend()
+        assert backend.apply(reconcile(desired_table(config), {})) == []
+        backend.applied.clear()
+        runtime = Runtime(config, backend, UpIfLastOk, UpIfLastOk.carry,
+                          options(tmp_path, path, release_on_stop=False))
+        task = asyncio.create_task(runtime.run())
+        await until(lambda: runtime.counters.results >= 2)
+        runtime.request_stop()
+        assert await asyncio.wait_for(task, 5) == 0
+        assert backend.applied == []  # nothing was sent: the table already agreed
+        assert runtime.counters.ops_applied == 0 and runtime.counters.op_failures == 0
+
+    try:
+        run(scenario())
+    finally:
+        a.close()

@@ -17,7 +17,6 @@ import asyncio
 import dataclasses
 import logging
 import random
-import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -193,7 +192,6 @@ class Runtime:
         self._want_reload = False
         self._want_dump = False
         self._stop_requested = False
-        self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ requests
 
@@ -208,17 +206,6 @@ class Runtime:
     def request_stop(self) -> None:
         self._stop_requested = True
         self._wake.set()
-
-    def install_signal_handlers(self) -> None:
-        loop = self.loop
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        loop.add_signal_handler(signal.SIGUSR1, self.request_dump)
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-        loop.add_signal_handler(signal.SIGINT, self.request_stop)
-
-    def remove_signal_handlers(self) -> None:
-        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
-            self.loop.remove_signal_handler(signum)
 
     # ------------------------------------------------------------------ main loop
 
@@ -256,6 +243,7 @@ class Runtime:
         adopted = len(observed)
         if adopted:
             log.info("adopting %d existing IPVS services of this configuration", adopted)
+        self.applied = observed
         self._apply(ops, live, "start")
         self._handle_events(self.health.startup_events())
         self._arm_tick()
@@ -546,43 +534,3 @@ def _forget(table: Table, op: Op) -> None:
         service.local_addresses = service.local_addresses - {op.address}
     else:
         del table[op.service]
-
-
-# ----------------------------------------------------------------------------- entry point
-
-
-def load_health() -> tuple[HealthFactory, HealthCarry]:
-    """The real health layer: `HealthState` and `carry_over` with default options."""
-    try:
-        from fastcheck.health import HealthState, carry_over
-    except ImportError as error:
-        raise FastcheckError(f"the health layer is not available: {error}") from None
-
-    def carry(old: Any, config: Config, plan: ProbePlan, config_diff: ConfigDiff) -> Health:
-        return carry_over(old, config, plan, config_diff)
-
-    return HealthState, carry
-
-
-def run_daemon(options: Options, backend: IpvsBackend, config: Config,
-               health_factory: HealthFactory, health_carry: HealthCarry, *,
-               install_signals: bool = True,
-               loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> int:
-    """Runs a Runtime to the end on uvloop (by default); returns the exit status."""
-    if loop_factory is None:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-
-    async def main() -> int:
-        runtime = Runtime(config, backend, health_factory, health_carry, options)
-        if install_signals:
-            runtime.install_signal_handlers()
-        try:
-            return await runtime.run()
-        finally:
-            if install_signals:
-                runtime.remove_signal_handlers()
-
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(main())

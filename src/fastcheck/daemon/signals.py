@@ -1,0 +1,74 @@
+"""The daemon's process shell: signals, the event loop, and the real health layer.
+
+Owns: mapping SIGHUP → reload, SIGUSR1 → dump, SIGTERM/SIGINT → stop onto a `Runtime`'s
+requests, running one Runtime to the end on uvloop, and choosing the health layer
+(`fastcheck.health.HealthState` + `carry_over`) when the caller gives none.
+Must not: hold daemon state (the Runtime does) or parse arguments (cli.py does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from fastcheck.diff import ConfigDiff
+from fastcheck.errors import FastcheckError
+from fastcheck.ipvs.backend import IpvsBackend
+from fastcheck.model import Config
+from fastcheck.probeplan import ProbePlan
+
+from .app import Health, HealthCarry, HealthFactory, Options, Runtime
+
+SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+
+def install(runtime: Runtime) -> None:
+    loop = runtime.loop
+    loop.add_signal_handler(signal.SIGHUP, runtime.request_reload)
+    loop.add_signal_handler(signal.SIGUSR1, runtime.request_dump)
+    loop.add_signal_handler(signal.SIGTERM, runtime.request_stop)
+    loop.add_signal_handler(signal.SIGINT, runtime.request_stop)
+
+
+def remove(runtime: Runtime) -> None:
+    for signum in SIGNALS:
+        runtime.loop.remove_signal_handler(signum)
+
+
+def load_health() -> tuple[HealthFactory, HealthCarry]:
+    """The real health layer: `HealthState` and `carry_over` with default options."""
+    try:
+        from fastcheck.health import HealthState, carry_over
+    except ImportError as error:
+        raise FastcheckError(f"the health layer is not available: {error}") from None
+
+    def carry(old: Any, config: Config, plan: ProbePlan, config_diff: ConfigDiff) -> Health:
+        return carry_over(old, config, plan, config_diff)
+
+    return HealthState, carry
+
+
+def run_daemon(options: Options, backend: IpvsBackend, config: Config,
+               health_factory: HealthFactory, health_carry: HealthCarry, *,
+               install_signals: bool = True,
+               loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> int:
+    """Runs a Runtime to the end on uvloop (by default); returns the exit status."""
+    if loop_factory is None:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+
+    async def main() -> int:
+        runtime = Runtime(config, backend, health_factory, health_carry, options)
+        if install_signals:
+            install(runtime)
+        try:
+            return await runtime.run()
+        finally:
+            if install_signals:
+                remove(runtime)
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
