@@ -247,7 +247,33 @@ def test_reload_stops_with_status_2_when_removals_keep_failing(run, tmp_path, ca
         b.close()
     messages = [r.getMessage() for r in caplog.records]
     assert sum("attempt" in m and "/3" in m for m in messages) >= 3
-    assert any("stopping fastcheck (exit status 2)" in m for m in messages)
+    assert any("failed 3 attempt(s); stopping fastcheck (exit status 2)" in m
+               for m in messages)
+
+
+def test_lvs_flush_on_stop_all_flushes_everything(run, tmp_path):
+    a, port_a = listener()
+    path = tmp_path / "fc.conf"
+    write_config(path, {"10.0.0.1": [port_a]})
+    path.write_text(path.read_text().replace("router_id test", "router_id test\n"
+                                             "    lvs_flush_on_stop"))
+    config, _ = load_file(str(path))
+    assert config.global_defs.lvs_flush_on_stop == "all"
+
+    async def scenario() -> None:
+        backend = MemoryBackend()
+        backend.table[FOREIGN] = Service(ServiceSettings())
+        runtime = Runtime(config, backend, UpIfLastOk, UpIfLastOk.carry, options(tmp_path, path))
+        task = asyncio.create_task(runtime.run())
+        await until(lambda: len(backend.table) == 2)
+        runtime.request_stop()
+        assert await asyncio.wait_for(task, 5) == 0
+        assert backend.table == {}
+
+    try:
+        run(scenario())
+    finally:
+        a.close()
 
 
 def test_dont_release_leaves_the_table(run, tmp_path):

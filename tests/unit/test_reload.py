@@ -108,6 +108,15 @@ def test_exhausting_every_attempt_reports_failure(caplog):
         assert any(f"attempt {k}/4" in m for m in messages)
 
 
+def test_a_stop_request_ends_the_retries():
+    backend, removals, _ = setup()
+    backend.fail(lambda op: op.verb is Verb.DELETE, errno.EIO)
+    sleeps = Sleeps()
+    outcome = asyncio.run(remove_with_retries(backend, removals, 10, sleeps, log,
+                                              give_up=lambda: len(sleeps.calls) >= 2))
+    assert not outcome.ok and outcome.attempts == 2
+
+
 def test_nothing_to_remove_is_no_attempt():
     outcome = asyncio.run(remove_with_retries(MemoryBackend(), [], 3, Sleeps(), log))
     assert outcome.ok and outcome.attempts == 0

@@ -448,13 +448,16 @@ class Runtime:
         for op in removals:
             self._log_op(op, "reload")
         outcome = await remove_with_retries(self.backend, removals,
-                                            self.options.reload_attempts, _sleep_for, log)
+                                            self.options.reload_attempts, _sleep_for, log,
+                                            give_up=lambda: self._stop_requested)
         self.counters.ops_applied += len(removals) - len(outcome.failures)
         if not outcome.ok:
             self.counters.op_failures += len(outcome.failures)
             self._refresh_applied()
-            log.critical("reload: removing vanished IPVS entries failed %d times; "
-                         "stopping fastcheck (exit status %d)", outcome.attempts,
+            why = "interrupted by a stop request after" if self._stop_requested \
+                else "failed"
+            log.critical("reload: removing vanished IPVS entries %s %d attempt(s); "
+                         "stopping fastcheck (exit status %d)", why, outcome.attempts,
                          EXIT_RELOAD_FAILED)
             self.exit_status = EXIT_RELOAD_FAILED
             return False

@@ -62,8 +62,13 @@ class RetryOutcome:
 
 async def remove_with_retries(backend: IpvsBackend, ops: Sequence[Op], attempts: int,
                               sleep: Sleep, log: logging.Logger,
-                              backoff: Callable[[int], float] = backoff_s) -> RetryOutcome:
-    """Applies `ops`; retries the failed ones up to `attempts` attempts in all."""
+                              backoff: Callable[[int], float] = backoff_s,
+                              give_up: Callable[[], bool] = lambda: False) -> RetryOutcome:
+    """Applies `ops`; retries the failed ones up to `attempts` attempts in all.
+
+    `give_up()` is asked before each retry (a stop was requested): True ends the
+    retries at once with `ok=False`.
+    """
     pending = list(ops)
     if not pending:
         return RetryOutcome(True, 0, ())
@@ -80,4 +85,7 @@ async def remove_with_retries(backend: IpvsBackend, ops: Sequence[Op], attempts:
         pending = [item.op for item in failures]
         if attempt < attempts:
             await sleep(backoff(attempt))
+            if give_up():
+                log.warning("reload: stop requested; no more removal attempts")
+                return RetryOutcome(False, attempt, tuple(failures))
     return RetryOutcome(False, attempts, tuple(failures))
