@@ -36,6 +36,7 @@ from fastcheck.scheduler import Scheduler
 
 from . import dump
 from .driver import SchedulerDriver
+from .notify import Notifier
 from .reload import prepare, remove_with_retries, split_removals
 
 log = logging.getLogger("fastcheck")
@@ -192,6 +193,10 @@ class Runtime:
         self._want_reload = False
         self._want_dump = False
         self._stop_requested = False
+        # lvs_notify_fifo: read once the model has the field (config/ ignores it today).
+        self.notifier = Notifier(self.loop, lambda: self.config.global_defs,
+                                 fifo_path=getattr(config.global_defs, "lvs_notify_fifo", None),
+                                 dry_run=options.dry_run)
 
     # ------------------------------------------------------------------ requests
 
@@ -316,6 +321,7 @@ class Runtime:
                 log.debug("%s", event_text(event))
             else:
                 log.info("%s", event_text(event))
+                self.notifier.on_event(event)
 
     # ------------------------------------------------------------------ applying
 
@@ -508,6 +514,7 @@ class Runtime:
                 log.error("IPVS: flush failed: %s", error)
         else:
             self._release()
+        await self.notifier.close(self.options.stop_timeout_s)
         log.info("stopped (exit status %d)", self.exit_status)
 
     def _release(self) -> None:
