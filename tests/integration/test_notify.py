@@ -355,3 +355,65 @@ virtual_server 10.0.0.1 80 {{
     got = lines(log)
     # Different keys run concurrently, so the two lines may come in either order.
     assert sorted(got) == ["quorum down", "rs down"]
+
+
+def test_fifo_given_as_path_user_group_is_created_for_that_account(run, tmp_path):
+    import pwd
+
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        nobody = None
+    path = tmp_path / "owned.fifo"
+    user = "nobody" if nobody is not None and os.geteuid() == 0 else None
+
+    async def scenario() -> None:
+        notifier = Notifier(asyncio.get_running_loop(), GlobalDefs(),
+                            fifo_path=Script(str(path), user))
+        assert path.is_fifo()
+        if user is not None:
+            assert path.stat().st_uid == nobody.pw_uid
+        await notifier.close(1)
+        assert not path.exists()
+
+    run(scenario())
+
+
+def test_an_existing_non_fifo_path_is_refused(run, tmp_path, caplog):
+    path = tmp_path / "plain"
+    path.write_text("")
+
+    async def scenario() -> None:
+        notifier = Notifier(asyncio.get_running_loop(), GlobalDefs(), fifo_path=str(path))
+        assert notifier.fifo_path is None
+        notifier.on_event(RealServerUp(RS1, 1, None))
+        await notifier.close(1)
+        assert notifier.counters.fifo_lines == notifier.counters.fifo_dropped == 0
+
+    with caplog.at_level("ERROR", logger="fastcheck"):
+        run(scenario())
+    assert path.read_text() == ""
+    assert any("is not a FIFO" in r.getMessage() for r in caplog.records)
+
+
+def test_fifo_reader_leaving_and_coming_back(run, tmp_path):
+    path = tmp_path / "lvs.fifo"
+    os.mkfifo(path)
+
+    async def scenario() -> None:
+        notifier = Notifier(asyncio.get_running_loop(), GlobalDefs(), fifo_path=str(path))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        notifier.on_event(RealServerUp(RS1, 1, None))
+        assert os.read(fd, 4096) == b"RS [192.168.0.1]:tcp:8080 [10.0.0.1]:tcp:80 UP\n"
+        os.close(fd)  # the reader leaves: EPIPE, dropped, reopened later
+        notifier.on_event(RealServerDown(RS1, None))
+        assert notifier.counters.fifo_dropped == 1
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        notifier.on_event(QuorumLost(VS, 0, 1, None))
+        assert os.read(fd, 4096) == b"VS [10.0.0.1]:tcp:80 DOWN\n"
+        os.close(fd)
+        await notifier.close(1)
+        assert path.exists()  # not ours: left in place
+        assert notifier.counters.fifo_lines == 2
+
+    run(scenario())

@@ -138,7 +138,8 @@ class Notifier:
 
     def __init__(self, loop: asyncio.AbstractEventLoop,
                  global_defs: GlobalDefs | Callable[[], GlobalDefs], *,
-                 fifo_path: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 fifo_path: str | Script | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S,
                  term_grace_s: float = TERM_GRACE_S, max_running: int = DEFAULT_MAX_RUNNING,
                  max_queued: int = DEFAULT_MAX_QUEUED, dry_run: bool = False) -> None:
         if timeout_s <= 0 or max_running < 1 or max_queued < 1:
@@ -160,12 +161,15 @@ class Notifier:
         self._idle.set()
         self._prepared: dict[tuple[Script, GlobalDefs], _Prepared | None] = {}
         self._closed = False
-        self.fifo_path = fifo_path
+        # A Script is keepalived's `lvs_notify_fifo PATH [user [group]]`: a FIFO fastcheck
+        # creates is given to that account (default: as for scripts).
+        owner = fifo_path if isinstance(fifo_path, Script) else None
+        self.fifo_path = fifo_path.command if isinstance(fifo_path, Script) else fifo_path
         self._fifo_fd = -1
         self._fifo_created = False
         self._fifo_warned = False
-        if fifo_path is not None and not dry_run:
-            self._make_fifo(fifo_path)
+        if self.fifo_path is not None and not dry_run:
+            self._make_fifo(self.fifo_path, owner)
 
     @property
     def running(self) -> int:
@@ -344,7 +348,7 @@ class Notifier:
 
     # ------------------------------------------------------------------ FIFO
 
-    def _make_fifo(self, path: str) -> None:
+    def _make_fifo(self, path: str, owner: Script | None) -> None:
         try:
             os.mkfifo(path, 0o644)
             self._fifo_created = True
@@ -354,6 +358,14 @@ class Notifier:
             log.error("notify: cannot create the notify FIFO %s: %s", path, exc.strerror)
             self.fifo_path = None
             return
+        if self._fifo_created and owner is not None:
+            try:
+                uid, gid, _ = _resolve_account(owner, False)
+                if uid is not None:
+                    os.chown(path, uid, -1 if gid is None else gid)
+            except (ProbeError, OSError) as exc:
+                log.warning("notify: notify FIFO %s: cannot give it to %s: %s", path,
+                            owner.user, exc)
         try:
             mode = os.stat(path).st_mode
         except OSError as exc:
