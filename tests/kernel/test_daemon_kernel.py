@@ -1,12 +1,14 @@
 """`fastcheck run` for real inside the VM: real netlink, real probes, real listeners.
 
 A dummy interface carries the real servers' addresses (10.66.0.x, local to the guest, so
-probes never leave it); TCP listeners sit on some of them and not on others. The daemon
-runs as a subprocess on a keepalived-style configuration and the table is read back with
-`ipvsadm -Ln`, polled with bounded waits: it converges to the healthy servers, follows a
-listener going away and coming back, reloads on SIGHUP without ever dropping a surviving
-healthy server, repairs an `ipvsadm -d` and, on SIGTERM, exits 0 having removed only what
-it owns. Every wait is generous (60 s): Python is slow under emulation.
+probes never leave it; 127.66.0.x on loopback if the kernel has no dummy module); TCP
+listeners sit on some of them and not on others. The daemon runs as a subprocess on a
+keepalived-style configuration and the table is read back with `ipvsadm -Ln`, polled with
+bounded waits: it converges to the healthy servers, follows a listener going away and
+coming back, reloads on SIGHUP without ever dropping a surviving healthy server, repairs
+an `ipvsadm -d` and, on SIGTERM, exits 0 having removed only what it owns. When keepalived
+is installed, its checker run on the same configuration must build the same table.
+Every wait is bounded but generous (60 s): Python is slow under emulation.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,44 +27,63 @@ pytestmark = pytest.mark.kernel
 
 WAIT_S = 60.0
 IFNAME = "fcd0"
-NET = "10.66.0"
 RS_PORT = 8080
 FOREIGN = "10.99.0.1:80"
+BULK = 100  # services swapped on reload, to make it last
+KEEPALIVED = "/usr/sbin/keepalived"
 
-View = dict[str, set[str]]
-
-
-def rs(host: int) -> str:
-    return f"{NET}.{host}:{RS_PORT}"
-
-
-def config_text(services: dict[str, list[int]]) -> str:
-    """A keepalived configuration: VIP → the hosts (10.66.0.N) of its TCP-checked servers."""
-    blocks = ["global_defs {\n    router_id fastcheck-kernel\n}\n"]
-    for vip, hosts in services.items():
-        reals = "".join(
-            f"    real_server {NET}.{host} {RS_PORT} {{\n        weight 1\n"
-            "        TCP_CHECK {\n            connect_timeout 1\n            retry 0\n"
-            "            delay_before_retry 0.2\n        }\n    }\n"
-            for host in hosts)
-        blocks.append(f"virtual_server {vip} 80 {{\n    delay_loop 0.5\n    lb_algo rr\n"
-                      f"    lb_kind NAT\n    protocol TCP\n{reals}}}\n")
-    return "\n".join(blocks)
+View = dict[str, set[str]]  # "VIP:PORT" → {"RIP:PORT"}
+FullView = dict[str, tuple[str, frozenset[tuple[str, str, str]]]]  # + scheduler, fwd, weight
 
 
-def view(text: str) -> View:
-    """`ipvsadm -Ln` → {"VIP:PORT": {"RIP:PORT", ...}} (TCP services only)."""
-    table: View = {}
-    current: set[str] | None = None
+class Net:
+    """The real servers' addresses: `net.rs(2)` is "10.66.0.2:8080"."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def host(self, host: int) -> str:
+        return f"{self.prefix}.{host}"
+
+    def rs(self, host: int) -> str:
+        return f"{self.host(host)}:{RS_PORT}"
+
+    def config(self, services: dict[str, list[int]], bulk: list[str] = ()) -> str:
+        """A keepalived configuration: VIP → the hosts of its TCP-checked real servers;
+        `bulk` VIPs have host 1 without checks (always up, nothing to probe)."""
+        blocks = ["global_defs {\n    router_id fastcheck-kernel\n}\n"]
+        blocks += [f"virtual_server {vip} 80 {{\n    lb_algo wlc\n    lb_kind NAT\n"
+                   f"    protocol TCP\n    real_server {self.host(1)} {RS_PORT} {{\n    }}\n}}\n"
+                   for vip in bulk]
+        for vip, hosts in services.items():
+            reals = "".join(
+                f"    real_server {self.host(host)} {RS_PORT} {{\n        weight {host}\n"
+                "        TCP_CHECK {\n            connect_timeout 1\n            retry 0\n"
+                "            delay_before_retry 0.2\n        }\n    }\n"
+                for host in hosts)
+            blocks.append(f"virtual_server {vip} 80 {{\n    delay_loop 0.5\n    lb_algo rr\n"
+                          f"    lb_kind NAT\n    protocol TCP\n{reals}}}\n")
+        return "\n".join(blocks)
+
+
+def full_view(text: str) -> FullView:
+    """`ipvsadm -Ln` → {"VIP:PORT": (scheduler, {(RIP:PORT, forward, weight)})}, TCP only."""
+    table: dict[str, tuple[str, set[tuple[str, str, str]]]] = {}
+    current: set[tuple[str, str, str]] | None = None
     for line in text.splitlines()[3:]:
         words = line.split()
         if words[0] == "TCP":
-            current = table.setdefault(words[1], set())
+            current = set()
+            table[words[1]] = (words[2], current)
         elif words[0] == "->" and current is not None:
-            current.add(words[1])
+            current.add((words[1], words[2], words[3]))
         else:
             current = None
-    return table
+    return {key: (scheduler, frozenset(dests)) for key, (scheduler, dests) in table.items()}
+
+
+def view(text: str) -> View:
+    return {key: {dest[0] for dest in dests} for key, (_, dests) in full_view(text).items()}
 
 
 def _ip(*args: str) -> None:
@@ -70,69 +91,70 @@ def _ip(*args: str) -> None:
 
 
 @pytest.fixture
-def addresses() -> Iterator[str]:
-    """10.66.0.1-4/24 on a dummy interface (loopback 127.66.0.x if dummy is missing)."""
-    global NET
+def net() -> Iterator[Net]:
+    """10.66.0.1-4/24 on a dummy interface; 127.66.0.x (loopback) if dummy is missing."""
     _ip("link", "set", "lo", "up")
     try:
         _ip("link", "add", IFNAME, "type", "dummy")
     except subprocess.CalledProcessError:
-        NET = "127.66.0"  # lo answers all of 127/8
-        yield NET
-        NET = "10.66.0"
+        yield Net("127.66.0")  # lo answers all of 127/8
         return
     try:
         for host in range(1, 5):
-            _ip("addr", "add", f"{NET}.{host}/24", "dev", IFNAME)
+            _ip("addr", "add", f"10.66.0.{host}/24", "dev", IFNAME)
         _ip("link", "set", IFNAME, "up")
-        yield NET
+        yield Net("10.66.0")
     finally:
         subprocess.run(["ip", "link", "del", IFNAME], check=False, capture_output=True)
 
 
 class Listeners:
-    def __init__(self) -> None:
+    """TCP listeners on some real server addresses; the others refuse connections."""
+
+    def __init__(self, net: Net) -> None:
+        self.net = net
         self.socks: dict[int, socket.socket] = {}
 
-    def open(self, host: int) -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((f"{NET}.{host}", RS_PORT))
-        sock.listen(128)
-        self.socks[host] = sock
+    def open(self, *hosts: int) -> None:
+        for host in hosts:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.net.host(host), RS_PORT))
+            sock.listen(128)
+            self.socks[host] = sock
 
-    def close(self, host: int) -> None:
-        self.socks.pop(host).close()
-
-    def close_all(self) -> None:
-        for host in list(self.socks):
-            self.close(host)
+    def close(self, *hosts: int) -> None:
+        for host in hosts:
+            self.socks.pop(host).close()
 
 
 @pytest.fixture
-def listeners(addresses: str) -> Iterator[Listeners]:
-    group = Listeners()
+def listeners(net: Net) -> Iterator[Listeners]:
+    group = Listeners(net)
     yield group
-    group.close_all()
+    group.close(*group.socks)
 
 
-class Daemon:
-    def __init__(self, tmp_path: Path, config: Path) -> None:
-        self.log_path = tmp_path / "fastcheck.log"
-        argv = [sys.executable, "-m", "fastcheck.cli", "run", "-f", str(config),
-                "--pid-file", str(tmp_path / "fc.pid"),
-                "--dump-file", str(tmp_path / "fc.data"),
-                "--dump-json", str(tmp_path / "fc.json"), "--repair-interval", "1"]
-        with open(self.log_path, "w") as log:
+class Process:
+    """A daemon under test, its output in a log file; killed at teardown if still running."""
+
+    def __init__(self, argv: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "w") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
     def log(self) -> str:
-        return self.log_path.read_text()
+        return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
         if self.proc.poll() is not None:
-            pytest.fail(f"fastcheck exited {self.proc.returncode}:\n{self.log()}", pytrace=False)
+            pytest.fail(f"{self.proc.args[0]} exited {self.proc.returncode}:\n{self.log()}",
+                        pytrace=False)
         return True
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=WAIT_S)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -141,14 +163,38 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path) -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
+def spawn(tmp_path: Path) -> Iterator[Callable[[list[str], str], Process]]:
+    started: list[Process] = []
+
+    def start(argv: list[str], name: str) -> Process:
+        process = Process(argv, tmp_path / f"{name}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
 
 
-def converge(ipvsadm, wait_until, daemon: Daemon, want: View, what: str) -> None:
+def fastcheck(spawn, tmp_path: Path, config: Path) -> Process:
+    return spawn([sys.executable, "-m", "fastcheck.cli", "run", "-f", str(config),
+                  "--pid-file", str(tmp_path / "fc.pid"),
+                  "--dump-file", str(tmp_path / "fc.data"),
+                  "--dump-json", str(tmp_path / "fc.json"), "--repair-interval", "1"],
+                 "fastcheck")
+
+
+def bulk(octet: int) -> list[str]:
+    """BULK extra VIPs 10.66.<octet>.N, one unchecked real server each."""
+    return [f"10.66.{octet}.{n}" for n in range(1, BULK + 1)]
+
+
+def bulk_view(net: Net, octet: int) -> View:
+    return {f"{vip}:80": {net.rs(1)} for vip in bulk(octet)}
+
+
+def converge(ipvsadm, wait_until, daemon: Process, want: View, what: str) -> None:
+    """Polls until the table, FOREIGN aside, is `want`."""
     def ours() -> bool:
         daemon.alive()
         got = view(ipvsadm.list())
@@ -158,56 +204,89 @@ def converge(ipvsadm, wait_until, daemon: Daemon, want: View, what: str) -> None
     wait_until(ours, timeout_s=WAIT_S, interval_s=0.2, what=f"{what}: table {want}")
 
 
-def test_fastcheck_run_keeps_the_kernel_table_in_step(clean_ipvs, wait_until, listeners,
-                                                      daemon_factory, tmp_path):
-    ipvsadm = clean_ipvs
+def test_fastcheck_run_keeps_the_kernel_table_in_step(clean_ipvs, wait_until, net, listeners,
+                                                      spawn, tmp_path):
+    ipvsadm, rs = clean_ipvs, net.rs
     ipvsadm("-A", "-t", FOREIGN, "-s", "rr")  # not fastcheck's: never touched
-    for host in (1, 2, 4):
-        listeners.open(host)  # 10.66.0.3 has no listener: refused
+    listeners.open(1, 2, 4)  # host 3 has no listener: refused
     config = tmp_path / "fastcheck.conf"
-    config.write_text(config_text({"10.66.1.1": [1, 2, 3], "10.66.1.2": [1]}))
-    daemon = Daemon(tmp_path, config)
-    daemon_factory.append(daemon)
+    config.write_text(net.config({"10.66.1.1": [1, 2, 3], "10.66.1.2": [1]}, bulk(2)))
+    daemon = fastcheck(spawn, tmp_path, config)
 
-    converge(ipvsadm, wait_until, daemon,
-             {"10.66.1.1:80": {rs(1), rs(2)}, "10.66.1.2:80": {rs(1)}}, "start")
+    steady = {"10.66.1.1:80": {rs(1), rs(2)}, "10.66.1.2:80": {rs(1)}, **bulk_view(net, 2)}
+    converge(ipvsadm, wait_until, daemon, steady, "start")
 
     listeners.close(2)
-    converge(ipvsadm, wait_until, daemon,
-             {"10.66.1.1:80": {rs(1)}, "10.66.1.2:80": {rs(1)}}, "listener 2 closed")
+    converge(ipvsadm, wait_until, daemon, {**steady, "10.66.1.1:80": {rs(1)}},
+             "listener 2 closed")
     listeners.open(2)
-    converge(ipvsadm, wait_until, daemon,
-             {"10.66.1.1:80": {rs(1), rs(2)}, "10.66.1.2:80": {rs(1)}}, "listener 2 back")
+    converge(ipvsadm, wait_until, daemon, steady, "listener 2 back")
 
     ipvsadm("-d", "-t", "10.66.1.1:80", "-r", rs(1))  # drift behind fastcheck's back
     assert rs(1) not in view(ipvsadm.list())["10.66.1.1:80"]
-    converge(ipvsadm, wait_until, daemon,
-             {"10.66.1.1:80": {rs(1), rs(2)}, "10.66.1.2:80": {rs(1)}}, "drift repaired")
+    converge(ipvsadm, wait_until, daemon, steady, "drift repaired")
     assert "drift repair" in daemon.log()
 
     # Reload: 10.66.1.2 vanishes, 10.66.1.3 appears, 10.66.1.1 loses its dead server and
-    # gains 10.66.0.4. The surviving healthy 10.66.1.1 servers must never leave the table.
-    config.write_text(config_text({"10.66.1.1": [1, 2, 4], "10.66.1.3": [2]}))
-    want = {"10.66.1.1:80": {rs(1), rs(2), rs(4)}, "10.66.1.3:80": {rs(2)}}
-    daemon.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + WAIT_S
-    samples = 0
-    while True:
-        daemon.alive()
-        got = view(ipvsadm.list())
-        samples += 1
+    # gains host 4, and BULK services are swapped for as many others (work enough for the
+    # sampler, `ipvsadm -Ln` in a loop from before SIGHUP, to see the table in between).
+    # The surviving healthy 10.66.1.1 servers must never leave the table.
+    config.write_text(net.config({"10.66.1.1": [1, 2, 4], "10.66.1.3": [2]}, bulk(3)))
+    want = {"10.66.1.1:80": {rs(1), rs(2), rs(4)}, "10.66.1.3:80": {rs(2)},
+            **bulk_view(net, 3)}
+    samples: list[View] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(view(ipvsadm.list()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        wait_until(lambda: samples, timeout_s=WAIT_S, what="a first sample")
+        daemon.proc.send_signal(signal.SIGHUP)
+        converge(ipvsadm, wait_until, daemon, want, "reload")
+        count = len(samples)
+        wait_until(lambda: len(samples) > count, timeout_s=WAIT_S, what="a last sample")
+    finally:
+        stop.set()
+        sampler.join(timeout=WAIT_S)
+    for got in samples:
         assert {rs(1), rs(2)} <= got.get("10.66.1.1:80", set()), \
-            f"a surviving healthy server left during the reload: {got}"
-        assert FOREIGN in got
-        got.pop(FOREIGN)
-        if got == want:
-            break
-        assert time.monotonic() < deadline, f"reload never converged: {got} != {want}"
+            f"a surviving healthy server left the table during the reload: {got}"
+        assert got.pop(FOREIGN, None) == set()
+    assert samples[0] == steady and samples[-1] == want
     wait_until(lambda: "reload: virtual servers" in daemon.log(), timeout_s=WAIT_S,
                what="the reload to be logged")
-    converge(ipvsadm, wait_until, daemon, want, "after reload, steady")
+    converge(ipvsadm, wait_until, daemon, want, "after the reload, steady")
 
-    daemon.proc.send_signal(signal.SIGTERM)
-    assert daemon.proc.wait(timeout=WAIT_S) == 0, daemon.log()
+    assert daemon.stop() == 0, daemon.log()
     assert view(ipvsadm.list()) == {FOREIGN: set()}, daemon.log()
     assert not (tmp_path / "fc.pid").exists()
+
+
+@pytest.mark.skipif(not Path(KEEPALIVED).exists(), reason=f"{KEEPALIVED} is not installed")
+def test_keepalived_builds_the_same_table(clean_ipvs, wait_until, net, listeners, spawn,
+                                          tmp_path):
+    """keepalived's checker (-C) on the same configuration: the same services, schedulers,
+    forwarding methods, weights and healthy servers as fastcheck."""
+    ipvsadm, rs = clean_ipvs, net.rs
+    listeners.open(1, 2, 4)
+    config = tmp_path / "fastcheck.conf"
+    config.write_text(net.config({"10.66.1.1": [1, 2, 3], "10.66.1.2": [1, 3, 4]}))
+    want = {"10.66.1.1:80": {rs(1), rs(2)}, "10.66.1.2:80": {rs(1), rs(4)}}
+
+    daemon = fastcheck(spawn, tmp_path, config)
+    converge(ipvsadm, wait_until, daemon, want, "fastcheck")
+    ours = full_view(ipvsadm.list())
+    assert daemon.stop() == 0, daemon.log()
+    assert ipvsadm.list().count("\n") == 3  # released: header only
+
+    keepalived = spawn([KEEPALIVED, "--dont-fork", "--log-console", "--log-detail", "--check",
+                        "-f", str(config), "--pid", str(tmp_path / "ka.pid"),
+                        "--checkers_pid", str(tmp_path / "ka-check.pid")], "keepalived")
+    converge(ipvsadm, wait_until, keepalived, want, "keepalived")
+    theirs = full_view(ipvsadm.list())
+    assert theirs == ours, keepalived.log()
+    assert keepalived.stop() == 0, keepalived.log()
