@@ -415,6 +415,7 @@ class GlobalDefs:
     checker_log_all_failures: bool = False
     rs_init_notifies: bool = False
     no_checker_emails: bool = False
+    lvs_notify_fifo: Script | None = None  # path [user [group]], keepalived's line format
 
 
 @dataclass(frozen=True, slots=True)

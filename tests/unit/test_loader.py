@@ -387,6 +387,7 @@ def test_global_defs_and_ssl():
             lvs_flush_on_stop VS
             checker_log_all_failures
             rs_init_notifies
+            lvs_notify_fifo /run/fastcheck.fifo nobody
             vrrp_garp_master_delay 5
             vrrp_strict
         }
@@ -411,6 +412,7 @@ def test_global_defs_and_ssl():
         900, 120, 300)
     assert g.lvs_flush and g.lvs_flush_on_stop == "vs"
     assert g.checker_log_all_failures and g.rs_init_notifies
+    assert (g.lvs_notify_fifo.command, g.lvs_notify_fifo.user) == ("/run/fastcheck.fifo", "nobody")
     assert config.ssl.ca == "/etc/ssl/ca.pem"
     check = config.virtual_servers[0].real_servers[0].checks[0]
     assert check.log_all_failures  # global default reaches the checker

@@ -262,6 +262,7 @@ GLOBAL_DEFS: dict[str, Kw] = {
     "lvs_flush_onstop": Kw("lvs_flush_on_stop", flush_on_stop),
     "checker_log_all_failures": Kw("checker_log_all_failures", v.flag),
     "rs_init_notifies": Kw("rs_init_notifies", v.flag),
+    "lvs_notify_fifo": Kw("lvs_notify_fifo", v.script),
 }
 
 # global_defs keywords that belong to VRRP, BFD, SNMP, process tuning and the like:
@@ -276,7 +277,7 @@ GLOBAL_DEFS_NOT_OURS = frozenset({
     "enable_snmp_rfcv3", "enable_snmp_vrrp", "enable_snmp_keepalived", "enable_traps",
     "fifo_write_vrrp_states_on_reload", "include_check", "instance", "linkbeat_use_polling",
     "log_unknown_vrids", "lvs_netlink_cmd_rcv_bufs", "lvs_netlink_cmd_rcv_bufs_force",
-    "lvs_netlink_monitor_rcv_bufs", "lvs_netlink_monitor_rcv_bufs_force", "lvs_notify_fifo",
+    "lvs_netlink_monitor_rcv_bufs", "lvs_netlink_monitor_rcv_bufs_force",
     "lvs_notify_fifo_script", "lvs_sync_daemon", "lvs_sync_daemon_interface",
     "max_auto_priority", "min_auto_priority_delay", "namespace_with_ipsets", "net_namespace",
     "net_namespace_ipvs", "nftables", "nftables_counters", "nftables_ifindex",
