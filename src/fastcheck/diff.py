@@ -62,12 +62,13 @@ def _split(old: dict, new: dict) -> tuple[tuple, tuple, tuple]:
     return tuple(added), removed, tuple(kept)
 
 
-def diff(old: Config, new: Config) -> ConfigDiff:
+def diff(old: Config, new: Config, *, with_ops: bool = True) -> ConfigDiff:
+    """`with_ops=False` skips the IPVS operations (the daemon reconciles live tables)."""
     with gc_paused():
-        return _diff(old, new)
+        return _diff(old, new, with_ops)
 
 
-def _diff(old: Config, new: Config) -> ConfigDiff:
+def _diff(old: Config, new: Config, with_ops: bool) -> ConfigDiff:
     old_vs, old_rs, old_checks = _index(old)
     new_vs, new_rs, new_checks = _index(new)
     vs_added, vs_removed, vs_both = _split(old_vs, new_vs)
@@ -75,7 +76,7 @@ def _diff(old: Config, new: Config) -> ConfigDiff:
     unchanged = tuple(key for key in vs_both if old_vs[key] == new_vs[key])
     rs_added, rs_removed, rs_kept = _split(old_rs, new_rs)
     checks_added, checks_removed, checks_kept = _split(old_checks, new_checks)
-    ops = reconcile(desired_table(new), desired_table(old))
+    ops = reconcile(desired_table(new), desired_table(old)) if with_ops else []
     return ConfigDiff(
         vs_added=vs_added, vs_removed=vs_removed, vs_changed=changed, vs_kept=unchanged,
         rs_added=rs_added, rs_removed=rs_removed, rs_kept=rs_kept,

@@ -441,7 +441,7 @@ class Runtime:
         self.health = self._carry(self.health, new, step.plan, step.config_diff)
         self._handle_events(self.health.settle())
         self.config, self.plan = new, step.plan
-        self._owned_keys = frozenset(desired_table(new))
+        self._owned_keys = frozenset(self.health.live_table())  # = desired_table(new) keys
         self.counters.reloads += 1
         d = step.config_diff
         log.info("reload: virtual servers +%d -%d ~%d, real servers +%d -%d, probes +%d -%d",

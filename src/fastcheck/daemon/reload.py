@@ -37,7 +37,7 @@ class ReloadPlan:
 
 def prepare(old_config: Config, new_config: Config, old_plan: ProbePlan) -> ReloadPlan:
     new_plan = plan_probes(new_config, previous=old_plan)
-    return ReloadPlan(new_config, diff(old_config, new_config), new_plan,
+    return ReloadPlan(new_config, diff(old_config, new_config, with_ops=False), new_plan,
                       diff_plans(old_plan, new_plan))
 
 
