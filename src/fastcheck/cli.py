@@ -14,8 +14,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 from fastcheck import __version__
 from fastcheck.config.loader import load_file
@@ -25,6 +25,7 @@ from fastcheck.daemon.pidfile import DEFAULT_PID_FILE, PidFile, running_pid
 from fastcheck.daemon.signals import load_health, run_daemon
 from fastcheck.diff import diff
 from fastcheck.errors import ConfigError, Diagnostics, FastcheckError, Severity
+from fastcheck.health.checker import HealthOptions
 from fastcheck.ipvs.backend import IpvsBackend, fullnat_conflicts
 from fastcheck.ipvs.memory import MemoryBackend
 from fastcheck.ipvs.ops import Op
@@ -52,6 +53,37 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="treat every warning as an error")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _at_least(low: float, kind: type) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}")
+        return value
+
+    return convert
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError("must be a share above 0 and at most 1")
+    return value
+
+
+def health_options(args: argparse.Namespace) -> HealthOptions:
+    """The health layer's extension settings from `run`'s command line."""
+    return HealthOptions(rise=args.rise, slow_start_s=args.slow_start,
+                         budget_share=args.removal_budget,
+                         budget_window_s=args.removal_budget_window,
+                         budget_per_vs=args.removal_budget_per_vs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +148,22 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--reload-attempts", type=int, default=10, metavar="N",
                      help="attempts at removing vanished entries on reload before stopping "
                           "with exit status 2 (default 10)")
+    extensions = run.add_argument_group(
+        "fastcheck extensions (off by default: stock configurations behave as under keepalived)")
+    extensions.add_argument("--rise", type=_at_least(1, int), default=1, metavar="N",
+                            help="successes in a row a down check needs to come back up")
+    extensions.add_argument("--slow-start", type=_at_least(0.0, float), default=0.0,
+                            metavar="S", help="ramp a recovered real server's weight up over "
+                                              "S seconds")
+    extensions.add_argument("--removal-budget", type=_share, default=None, metavar="SHARE",
+                            help="never remove more than this share (0..1] of the real servers "
+                                 "within --removal-budget-window: suspect the director's own "
+                                 "network instead")
+    extensions.add_argument("--removal-budget-window", type=_at_least(0.001, float),
+                            default=10.0, metavar="S", help="window of the removal budget "
+                                                            "(default 10 s)")
+    extensions.add_argument("--removal-budget-per-vs", action="store_true",
+                            help="apply the removal budget per virtual server")
     run.add_argument("--dump-file", default=DEFAULT_DATA_PATH, metavar="PATH",
                      help=f"SIGUSR1 text dump (default {DEFAULT_DATA_PATH})")
     run.add_argument("--dump-json", default=DEFAULT_JSON_PATH, metavar="PATH",
@@ -257,7 +305,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
         print("fastcheck: --reload-attempts must be at least 1", file=err)
         return EXIT_USAGE
     try:
-        factory, carry = health or load_health()
+        factory, carry = health or load_health(health_options(args))
         pid_file = PidFile(args.pid_file)
         pid_file.acquire()
     except FastcheckError as error:

@@ -37,17 +37,21 @@ def remove(runtime: Runtime) -> None:
         runtime.loop.remove_signal_handler(signum)
 
 
-def load_health() -> tuple[HealthFactory, HealthCarry]:
-    """The real health layer: `HealthState` and `carry_over` with default options."""
+def load_health(options: Any = None) -> tuple[HealthFactory, HealthCarry]:
+    """The real health layer: `HealthState` and `carry_over` with `options` (a
+    `health.HealthOptions`; None = keepalived's behaviour)."""
     try:
         from fastcheck.health import HealthState, carry_over
     except ImportError as error:
         raise FastcheckError(f"the health layer is not available: {error}") from None
 
-    def carry(old: Any, config: Config, plan: ProbePlan, config_diff: ConfigDiff) -> Health:
-        return carry_over(old, config, plan, config_diff)
+    def create(config: Config, plan: ProbePlan) -> Health:
+        return HealthState(config, plan, options)
 
-    return HealthState, carry
+    def carry(old: Any, config: Config, plan: ProbePlan, config_diff: ConfigDiff) -> Health:
+        return carry_over(old, config, plan, config_diff, options)
+
+    return create, carry
 
 
 def run_daemon(options: Options, backend: IpvsBackend, config: Config,

@@ -1,0 +1,72 @@
+"""`fastcheck run --removal-budget`: a director-side fault must not empty the farm."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+CONFIG = """
+virtual_server 10.0.0.1 80 {{
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    delay_loop 0.3
+    warmup 0
+{servers}
+}}
+"""
+SERVER = """    real_server 127.0.0.1 {port} {{
+        TCP_CHECK {{
+            connect_timeout 1
+            retry 0
+        }}
+    }}"""
+
+
+def closed_ports(count: int) -> list[int]:
+    ports = []
+    for _ in range(count):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    return ports
+
+
+def run_until(args: list[str], stop_when, timeout_s: float = 20.0) -> str:
+    """Runs the daemon until its output satisfies `stop_when` (or time is up), then stops it."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastcheck.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not stop_when("".join(lines)):
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        reader.join(timeout=5)
+    return "".join(lines)
+
+
+def test_removal_budget_keeps_most_servers_when_all_fail_at_once(tmp_path):
+    ports = closed_ports(4)  # nothing listens: every check fails together
+    conf = tmp_path / "budget.conf"
+    conf.write_text(CONFIG.format(servers="\n".join(SERVER.format(port=p) for p in ports)))
+    args = ["run", "-f", str(conf), "--dry-run", "--pid-file", str(tmp_path / "pid"),
+            "--removal-budget", "0.5", "--repair-interval", "0"]
+    output = run_until(args, lambda text: "RemovalBudgetTripped" in text)
+    assert "RemovalBudgetTripped" in output
+    removed = [line for line in output.splitlines()
+               if "would delete destination" in line and "(health)" in line]
+    assert len(removed) == 2, output  # half of four, the rest held back
+
+    unlimited = run_until([*args[:-4], "--repair-interval", "0"],
+                          lambda text: text.count("would delete destination") >= 4)
+    assert unlimited.count("would delete destination 127.0.0.1") >= 4
+    assert "RemovalBudgetTripped" not in unlimited
