@@ -58,10 +58,13 @@ def test_success_resets_retry_counter() -> None:
     assert c.step(False, Failure.REFUSED, 1) is Step.RETRY  # counting starts over
 
 
-def test_http_status_mismatch_goes_through_retries_like_any_failure() -> None:
-    assert all(RETRYABLE.values()) and set(RETRYABLE) == set(Failure)
+def test_http_status_mismatch_is_an_immediate_failure_as_in_keepalived_1_2() -> None:
+    assert set(RETRYABLE) == set(Failure)
+    assert [f for f, retry in RETRYABLE.items() if not retry] == [Failure.HTTP_STATUS]
+    c = make(3)
+    assert c.step(False, Failure.HTTP_STATUS, 1) is Step.WENT_DOWN  # retry 3 is not used
     c = make(1)
-    assert c.step(False, Failure.HTTP_STATUS, 1) is Step.RETRY
+    assert c.step(False, Failure.DIGEST, 1) is Step.RETRY  # other failures still retry
     assert c.step(False, Failure.HTTP_STATUS, 1) is Step.WENT_DOWN
 
 

@@ -13,9 +13,10 @@ shape in check_tcp.c, check_misc.c …; check/ipwrapper.c `update_svr_checker_st
 - a failure while already down asks nothing: the probe keeps its `delay_loop` cadence
   (keepalived's REGISTER_CHECKER_FAILED path uses max(delay_before_retry, delay_loop));
 - a success resets the retry counter and brings the checker up.
-- Every failure class counts the same. In particular an HTTP status mismatch is *not*
-  immediate: `http_handle_response` sends it through `timeout_epilog` → retry path,
-  like a timeout, a digest or a regex failure. `RETRYABLE` says so in one place.
+- Every failure class counts the same, except an HTTP status mismatch: it takes the
+  checker down at once, as keepalived 1.2 (the FULLNAT fork our users run) does in
+  http_handle_response, and as they rely on. keepalived 2.2.7 sends it through
+  `timeout_epilog` (the retry path) instead. `RETRYABLE` says so in one place.
 Extension (off by default): `rise` successes in a row to come up (keepalived: 1).
 """
 
@@ -59,10 +60,10 @@ RULES: dict[tuple[CheckState, bool], Rule] = {
     (CheckState.RISING, False): Rule.RESET_DOWN,
 }
 
-# Which failures go through the retry path. keepalived 2.2.7 has no failure class that
-# skips retries (check_http.c sends status, digest and regex mismatches to
-# timeout_epilog); kept as a table so a future exception is one line here.
-RETRYABLE: dict[Failure | None, bool] = {failure: True for failure in Failure}
+# Which failures go through the retry path. keepalived 1.2 marks a real server down on
+# the first HTTP status mismatch (no retries); every other failure retries.
+RETRYABLE: dict[Failure | None, bool] = {
+    failure: failure is not Failure.HTTP_STATUS for failure in Failure}
 
 
 @dataclass(frozen=True, slots=True)
