@@ -138,6 +138,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                      help="id matched by @id conditional lines (default: short hostname)")
     run.add_argument("--dry-run", action="store_true",
                      help="apply to an in-memory table and log every IPVS operation instead")
+    run.add_argument("--dry-run-without-ipvs", action="store_true",
+                     help="use the kernel when it has IPVS, otherwise run as --dry-run "
+                          "(the README's quick start)")
     run.add_argument("--pid-file", default=DEFAULT_PID_FILE,
                      help=f"pid file; one daemon per pid file (default {DEFAULT_PID_FILE})")
     run.add_argument("--dont-release-ipvs", action="store_true",
@@ -318,9 +321,14 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
             try:
                 backend = kernel_backend()
             except (FastcheckError, OSError, ImportError) as error:
-                print(f"fastcheck: IPVS is not available: {error} "
-                      f"(use --dry-run to run without the kernel)", file=err)
-                return EXIT_INVALID
+                if not args.dry_run_without_ipvs:
+                    print(f"fastcheck: IPVS is not available: {error} "
+                          f"(use --dry-run to run without the kernel)", file=err)
+                    return EXIT_INVALID
+                print(f"fastcheck: IPVS is not available ({error}); running as --dry-run: "
+                      "the IPVS operations are logged, not applied", file=err)
+                args.dry_run = True
+                backend = MemoryBackend(fullnat=True)
         options = Options(
             config_path=args.file, config_id=args.config_id, dry_run=args.dry_run,
             release_on_stop=not args.dont_release_ipvs,

@@ -1,13 +1,17 @@
-"""`fastcheck run --removal-budget`: a director-side fault must not empty the farm."""
+"""`fastcheck run` from the command line: the removal budget and the README quick start."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 CONFIG = """
 virtual_server 10.0.0.1 80 {{
@@ -70,3 +74,15 @@ def test_removal_budget_keeps_most_servers_when_all_fail_at_once(tmp_path):
                           lambda text: text.count("would delete destination") >= 4)
     assert unlimited.count("would delete destination 127.0.0.1") >= 4
     assert "RemovalBudgetTripped" not in unlimited
+
+
+@pytest.mark.skipif(os.path.exists("/proc/net/ip_vs"),
+                    reason="this kernel has IPVS: the quick start would use it, not --dry-run")
+def test_readme_quick_start_falls_back_to_dry_run_without_ipvs(tmp_path):
+    sample = Path(__file__).resolve().parents[2] / "conf" / "sample.conf"
+    output = run_until(["run", "-f", str(sample), "--dry-run-without-ipvs", "--pid-file",
+                        str(tmp_path / "pid"), "--repair-interval", "0"],
+                       lambda text: "would add destination" in text)
+    assert "IPVS is not available" in output and "running as --dry-run" in output
+    assert "[dry-run] would add service TCP  127.0.0.100:80 (wlc)" in output
+    assert "stopped (exit status 0)" in output
