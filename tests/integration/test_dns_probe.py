@@ -204,8 +204,7 @@ def test_ipv6(run: Callable[..., Any]) -> None:
     assert result.ok, result
 
 
-def test_bind_options(run: Callable[..., Any]) -> None:
-    source_port = closed_udp_port()
+def test_bind_options(run: Callable[..., Any], source_port: int) -> None:
     with DnsServer(answer()) as server:
         result = probe(run, dns_check(server.port, bind_address="127.0.0.1",
                                       bind_port=source_port, bind_interface="lo", fwmark=3))

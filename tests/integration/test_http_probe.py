@@ -397,8 +397,8 @@ def test_refused(run: Any) -> None:
     assert result.failure is Failure.REFUSED
 
 
-def test_bind_address_port_interface_fwmark(run: Any) -> None:
-    port = free_port()
+def test_bind_address_port_interface_fwmark(run: Any, source_port: int) -> None:
+    port = source_port
     target_kw = dict(bind_address="127.0.0.1", bind_port=port)
     if os.geteuid() == 0:
         target_kw |= dict(bind_interface="lo", fwmark=7)  # need CAP_NET_RAW / NET_ADMIN

@@ -7,7 +7,6 @@ Each server runs in a thread with blocking sockets and plays a script per connec
 
 from __future__ import annotations
 
-import random
 import socket
 import struct
 import threading
@@ -229,22 +228,8 @@ def test_ipv6(run: Callable[..., Any]) -> None:
     assert result.ok, result
 
 
-def unused_source_port() -> int:
-    """A free port below the ephemeral range, so no other socket is handed it meanwhile."""
-    rng = random.Random()
-    for _ in range(100):
-        port = rng.randint(20000, 29999)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free source port in 20000-29999")
-
-
-def test_bind_address_port_interface_and_fwmark(run: Callable[..., Any]) -> None:
-    source_port = unused_source_port()
+def test_bind_address_port_interface_and_fwmark(run: Callable[..., Any],
+                                                source_port: int) -> None:
     with SmtpServer(*GOOD) as server:
         result = probe(run, smtp_check(server.port, bind_address="127.0.0.1",
                                        bind_port=source_port, bind_interface="lo",
