@@ -32,7 +32,6 @@ import logging
 import os
 import signal
 import stat
-import subprocess
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -41,14 +40,15 @@ from typing import Any, Final
 from fastcheck.errors import ProbeError
 from fastcheck.health.events import QuorumGained, QuorumLost, RealServerDown, RealServerUp
 from fastcheck.model import GlobalDefs, RsKey, Script, VsKey, VsKind
-from fastcheck.probes.misc import (
+from fastcheck.scripts import (
     REAP_WAIT_S,
     TERM_GRACE_S,
-    _ExitWaiter,
-    _kill_group,
-    _Output,
-    _resolve_account,
+    ExitWaiter,
+    ScriptOutput,
+    kill_group,
+    resolve_account,
     script_insecurity,
+    spawn,
     split_command,
 )
 
@@ -257,7 +257,7 @@ class Notifier:
                 raise ProbeError("the command names no program")
             if argv[0][0] in "<>":
                 raise ProbeError("shell redirections need a shell, and fastcheck runs none")
-            uid, gid, account = _resolve_account(script, defs.enable_script_security)
+            uid, gid, account = resolve_account(script, defs.enable_script_security)
             problem = script_insecurity(argv[0], uid, gid)
             if problem and defs.enable_script_security:
                 raise ProbeError(f"disabled by enable_script_security: {problem}")
@@ -269,35 +269,13 @@ class Notifier:
         self._prepared[cache_key] = prepared
         return prepared
 
-    def _spawn(self, prep: _Prepared) -> tuple[subprocess.Popen[bytes], int]:
-        uid, gid = prep.uid, prep.gid
-        if (uid is None or uid == os.geteuid()) and (gid is None or gid == os.getegid()):
-            uid = gid = None
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        try:
-            for argv in (prep.argv, ("/bin/sh", *prep.argv)):
-                try:
-                    return subprocess.Popen(
-                        argv, stdin=subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
-                        close_fds=True, process_group=0, user=uid, group=gid,
-                        extra_groups=None if gid is None else [gid]), read_fd
-                except OSError as exc:
-                    if exc.errno != errno.ENOEXEC or argv[0] == "/bin/sh":
-                        raise
-            raise AssertionError("unreachable")
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-
     async def _run(self, job: _Job) -> None:
         prep = self._prepare(job)
         if prep is None:
             self.counters.skipped += 1
             return
         try:
-            proc, read_fd = self._spawn(prep)
+            proc, read_fd = spawn(prep.argv, prep.uid, prep.gid)
         except OSError as exc:
             self.counters.failed += 1
             log.warning("notify: %s: cannot run %s as %s: %s", job.what, prep.argv[0],
@@ -305,24 +283,24 @@ class Notifier:
             return
         self.counters.started += 1
         log.debug("notify: %s: started %s (pid %d)", job.what, prep.argv[0], proc.pid)
-        output = _Output(self.loop, read_fd)
-        waiter = _ExitWaiter(self.loop, proc)
+        output = ScriptOutput(self.loop, read_fd)
+        waiter = ExitWaiter(self.loop, proc)
         try:
             if await waiter.wait(self.timeout_s):
                 said = output.close()
                 self._report(job, prep, proc.returncode, said)
                 return
-            _kill_group(proc.pid, signal.SIGTERM)
+            kill_group(proc.pid, signal.SIGTERM)
             how = "SIGTERM"
             if not await waiter.wait(self.term_grace_s):
                 how = "SIGTERM, then SIGKILL"
-            _kill_group(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
             await waiter.wait(REAP_WAIT_S)
             self.counters.timed_out += 1
             log.warning("notify: %s: %s still running after %g s; killed its group (%s)",
                         job.what, prep.argv[0], self.timeout_s, how)
         except asyncio.CancelledError:
-            _kill_group(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
             await waiter.wait(REAP_WAIT_S)
             self.counters.failed += 1
             log.warning("notify: %s: %s killed: fastcheck is stopping", job.what, prep.argv[0])
@@ -360,7 +338,7 @@ class Notifier:
             return
         if self._fifo_created and owner is not None:
             try:
-                uid, gid, _ = _resolve_account(owner, False)
+                uid, gid, _ = resolve_account(owner, False)
                 if uid is not None:
                     os.chown(path, uid, -1 if gid is None else gid)
             except (ProbeError, OSError) as exc:
