@@ -45,11 +45,15 @@ DEFAULT_CONFIG = "/etc/keepalived/keepalived.conf"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
+def _add_file_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--use-file", dest="file", default=DEFAULT_CONFIG,
                         help=f"configuration file (default {DEFAULT_CONFIG})")
     parser.add_argument("-i", "--config-id", default=None,
                         help="id matched by @id conditional lines (default: short hostname)")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    _add_file_options(parser)
     parser.add_argument("--strict", action="store_true",
                         help="treat every warning as an error")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -132,10 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
-    run.add_argument("-f", "--use-file", dest="file", default=DEFAULT_CONFIG,
-                     help=f"configuration file (default {DEFAULT_CONFIG})")
-    run.add_argument("-i", "--config-id", default=None,
-                     help="id matched by @id conditional lines (default: short hostname)")
+    _add_file_options(run)
     run.add_argument("--dry-run", action="store_true",
                      help="apply to an in-memory table and log every IPVS operation instead")
     run.add_argument("--dry-run-without-ipvs", action="store_true",
