@@ -42,13 +42,14 @@ def checks_by_probe(plan: ProbePlan, config: Config) -> dict[int, Check]:
     return found
 
 
-def _conversation(check: Check, config: Config) -> Runnable:
+def _conversation(check: Check, config: Config, tls_context: Callable[[], Any]) -> Runnable:
     """The prepared probe object of a conversation check (imported on first use)."""
     kind = check.kind
     if kind in (CheckKind.HTTP, CheckKind.HTTPS):
         from fastcheck.probes.http import HttpProbe
 
-        return HttpProbe(check, ssl=config.ssl)
+        context = tls_context() if kind is CheckKind.HTTPS else None
+        return HttpProbe(check, ssl=config.ssl, tls_context=context)
     if kind is CheckKind.SMTP:
         from fastcheck.probes.smtp import SmtpProbe
 
@@ -85,6 +86,7 @@ class ProbeRunner:
         self._batched: set[int] = set()
         self._tcp: Any = None
         self._ping: Any = None
+        self._tls: Any = None  # one TLS client context per configuration, for every SSL_GET
         self.update(plan, config)
 
     def update(self, plan: ProbePlan, config: Config) -> None:
@@ -94,6 +96,7 @@ class ProbeRunner:
                           and checks[pid] is self._checks.get(pid)}
         self._checks = checks
         self._config = config
+        self._tls = None
 
     @property
     def running(self) -> int:
@@ -114,6 +117,14 @@ class ProbeRunner:
             self._batched.add(probe_id)
         else:
             self._tasks[probe_id] = self._loop.create_task(self._converse(probe_id, check))
+
+    def _tls_context(self) -> Any:
+        """The SSL block's client context, built once per configuration (files read once)."""
+        if self._tls is None:
+            from fastcheck.probes.http import client_context
+
+            self._tls = client_context(self._config.ssl)
+        return self._tls
 
     def _tcp_prober(self) -> Any:
         if self._tcp is None:
@@ -137,7 +148,8 @@ class ProbeRunner:
         try:
             probe = self._prepared.get(probe_id)
             if probe is None:
-                probe = self._prepared[probe_id] = _conversation(check, self._config)
+                probe = self._prepared[probe_id] = _conversation(check, self._config,
+                                                                 self._tls_context)
             result = await probe.run()
         except ProbeError as error:
             result = ProbeResult.down(Failure.LOCAL, detail=str(error))
