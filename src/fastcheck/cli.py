@@ -9,6 +9,7 @@ Must not: hold logic that a test could not reach without a subprocess.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -43,6 +44,10 @@ from fastcheck.render import (
 
 DEFAULT_CONFIG = "/etc/keepalived/keepalived.conf"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+# Commands that live in their own module: each has `register(subparsers)`, which adds its
+# parser and sets `handler=fn(args, out, err) -> exit status` as a default. Keep their
+# top-level imports light: every command line imports them all.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _add_file_options(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Send SIGHUP to the daemon named by the pid file.")
     reload.add_argument("--pid-file", default=DEFAULT_PID_FILE,
                         help=f"pid file of the running daemon (default {DEFAULT_PID_FILE})")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
     return parser
 
 
@@ -374,7 +381,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     err = err or sys.stderr
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args, out, err)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args, out, err)
     except BrokenPipeError:
         return EXIT_OK
     except KeyboardInterrupt:
