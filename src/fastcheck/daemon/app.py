@@ -31,11 +31,9 @@ from fastcheck.ipvs.table import Service, ServiceKey, Table, desired_table
 from fastcheck.model import CheckKey, Config
 from fastcheck.probeplan import ProbePlan, plan_probes
 from fastcheck.probes.result import ProbeResult
-from fastcheck.probes.runner import ProbeRunner
-from fastcheck.scheduler import Scheduler
 
 from . import dump
-from .driver import SchedulerDriver
+from .engine import LocalEngine, OnResult, ProbeEngine
 from .notify import Notifier
 from .reload import prepare, remove_with_retries, split_removals
 
@@ -85,6 +83,19 @@ class Health(Protocol):
     def shutdown(self) -> list[Any]:
         """What a stop announces (omega notifiers)."""
         ...
+
+
+# engine_factory(loop, plan, config, on_result, options, rng) → the probe engine.
+EngineFactory = Callable[[asyncio.AbstractEventLoop, ProbePlan, Config, OnResult, "Options",
+                          random.Random | None], ProbeEngine]
+
+
+def local_engine(loop: asyncio.AbstractEventLoop, plan: ProbePlan, config: Config,
+                 on_result: OnResult, options: Options, rng: random.Random | None) -> ProbeEngine:
+    """The in-process engine (the default)."""
+    return LocalEngine(loop, plan, config, on_result, rng=rng,
+                       max_in_flight=options.max_in_flight,
+                       bootstrap_s=options.scheduler_bootstrap_s)
 
 
 # factory(config, plan) → the health of a fresh start (e.g. HealthState).
@@ -167,7 +178,8 @@ class Runtime:
     def __init__(self, config: Config, backend: IpvsBackend, health_factory: HealthFactory,
                  health_carry: HealthCarry, options: Options, *,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 engine_factory: EngineFactory | None = None) -> None:
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.options = options
         self.config = config
@@ -180,10 +192,8 @@ class Runtime:
         self.applied: Table = {}
         self.counters = Counters()
         self.exit_status = EXIT_OK
-        self.scheduler = Scheduler(rng or random.Random(), max_in_flight=options.max_in_flight,
-                                   bootstrap_s=options.scheduler_bootstrap_s)
-        self.runner = ProbeRunner(self.loop, self.plan, config, self._on_result)
-        self.driver = SchedulerDriver(self.scheduler, self.runner.start, loop=self.loop)
+        self.engine: ProbeEngine = (engine_factory or local_engine)(
+            self.loop, self.plan, config, self._on_result, options, rng)
         self._owned_keys = frozenset(desired_table(config))
         self._pending: list[tuple[int, ProbeResult]] = []
         self._flush_armed = False
@@ -252,9 +262,7 @@ class Runtime:
         self._apply(ops, live, "start")
         self._handle_events(self.health.startup_events())
         self._arm_tick()
-        self.driver.start()
-        for probe in self.plan.probes.values():
-            self.driver.add(probe.id, probe.interval_s, probe.warmup_s, target=probe.host)
+        self.engine.start(self.plan)
 
     # ------------------------------------------------------------------ results
 
@@ -275,7 +283,7 @@ class Runtime:
         probes = self.plan.probes
         for probe_id, result in batch:
             self.counters.results += 1
-            known = self.driver.finished(probe_id)
+            known = self.engine.accept(probe_id)
             if not known or probe_id not in probes:
                 continue  # a late result of a probe a reload removed
             try:
@@ -317,7 +325,7 @@ class Runtime:
             probe_id = getattr(event, "probe_id", None)
             delay = getattr(event, "delay_s", None)
             if isinstance(probe_id, int) and isinstance(delay, int | float):
-                self.driver.after_failure(probe_id, float(delay))
+                self.engine.after_failure(probe_id, float(delay))
                 log.debug("%s", event_text(event))
             else:
                 log.info("%s", event_text(event))
@@ -431,13 +439,7 @@ class Runtime:
     async def _switch(self, new: Config) -> bool:
         step = prepare(self.config, new, self.plan)
         changes = step.plan_diff
-        self.runner.update(step.plan, new)
-        for probe_id in changes.removed:
-            self.driver.remove(probe_id)
-        for probe in changes.retimed:
-            self.driver.set_interval(probe.id, probe.interval_s)
-        for probe in changes.added:
-            self.driver.add(probe.id, probe.interval_s, probe.warmup_s, target=probe.host)
+        self.engine.reload(step.plan, new, changes)
         self.health = self._carry(self.health, new, step.plan, step.config_diff)
         self._handle_events(self.health.settle())
         self.config, self.plan = new, step.plan
@@ -478,9 +480,10 @@ class Runtime:
     def write_dump(self) -> None:
         try:
             snapshot = self.health.snapshot()
+            stats = self.engine.stats()
             counters = {**self.counters.as_dict(), "probes": len(self.plan),
-                        "probes_running": self.runner.running,
-                        "scheduler_missed_runs": self.scheduler.missed_runs}
+                        "probes_running": stats.running,
+                        "scheduler_missed_runs": stats.missed_runs}
             dump.write_dumps(self.options.data_path, self.options.json_path,
                              self.options.config_path, self.config, self.applied,
                              snapshot, counters)
@@ -496,8 +499,7 @@ class Runtime:
         if self._stopping:
             return
         self._stopping = True
-        self.driver.close()
-        self.runner.close()
+        self.engine.close()
         if self._tick_timer is not None:
             self._tick_timer.cancel()
             self._tick_timer = None
