@@ -115,5 +115,4 @@ def test_start_adopts_a_matching_table(benchmark, synthetic, loop):
     assert all(d.counters.ops_applied == 0 for d in started)
     assert started[-1].applied == synthetic.old_table
     for daemon in started:
-        daemon.driver.close()
-        daemon.runner.close()
+        daemon.engine.close()
