@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +37,7 @@ from fastcheck.probes.result import ProbeResult
 from . import dump
 from .engine import LocalEngine, OnResult, ProbeEngine
 from .notify import Notifier
+from .observe import Observer, Observers
 from .reload import prepare, remove_with_retries, split_removals
 
 log = logging.getLogger("fastcheck")
@@ -179,7 +182,8 @@ class Runtime:
                  health_carry: HealthCarry, options: Options, *,
                  loop: asyncio.AbstractEventLoop | None = None,
                  rng: random.Random | None = None,
-                 engine_factory: EngineFactory | None = None) -> None:
+                 engine_factory: EngineFactory | None = None,
+                 observers: Iterable[Observer] = ()) -> None:
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.options = options
         self.config = config
@@ -191,6 +195,8 @@ class Runtime:
         self._tick_at = 0.0
         self.applied: Table = {}
         self.counters = Counters()
+        self.observers = Observers(observers)
+        self.started_at = time.time()
         self.exit_status = EXIT_OK
         self.engine: ProbeEngine = (engine_factory or local_engine)(
             self.loop, self.plan, config, self._on_result, options, rng)
@@ -225,7 +231,13 @@ class Runtime:
     # ------------------------------------------------------------------ main loop
 
     async def run(self) -> int:
-        self.start()
+        await self.observers.open(self)  # before anything is touched: may refuse to start
+        try:
+            self.start()
+        except BaseException:
+            await self.observers.close()
+            raise
+        self.observers.started(self)
         repair = self.loop.create_task(self._repair_loop())
         try:
             while not self._stop_requested:
@@ -281,17 +293,22 @@ class Runtime:
             return
         now = self.loop.time()
         probes = self.plan.probes
+        observed: list[tuple[int, ProbeResult]] | None = [] if len(self.observers) else None
         for probe_id, result in batch:
             self.counters.results += 1
             known = self.engine.accept(probe_id)
             if not known or probe_id not in probes:
                 continue  # a late result of a probe a reload removed
+            if observed is not None:
+                observed.append((probe_id, result))
             try:
                 events = self.health.on_result(now, probe_id, result)
             except Exception:
                 log.exception("health layer failed on probe %d", probe_id)
                 continue
             self._handle_events(events)
+        if observed:
+            self.observers.results(self, observed)
         self._sync("health")
 
     def _sync(self, why: str) -> None:
@@ -320,6 +337,10 @@ class Runtime:
         self._sync("health")
 
     def _handle_events(self, events: Iterable[Any]) -> None:
+        events = list(events)
+        if not events:
+            return
+        self.observers.events(self, events)
         for event in events:
             self.counters.events += 1
             probe_id = getattr(event, "probe_id", None)
@@ -355,6 +376,7 @@ class Runtime:
             self._log_op(op, why)
         failures = self.backend.apply(ops)
         self.counters.ops_applied += len(ops) - len(failures)
+        self.observers.applied(self, ops, failures, why)
         if failures:
             self._log_failures(failures, why)
             self._refresh_applied()
@@ -403,12 +425,23 @@ class Runtime:
                         "%d operation(s) to repair", len(ops))
             self.applied = observed
             self._apply(ops, live, "repair")
+            self.observers.repaired(self, len(ops))
         return len(ops)
 
     # ------------------------------------------------------------------ reload
 
     async def reload(self) -> bool:
         """SIGHUP. Returns False when the daemon must stop (removals kept failing)."""
+        began = time.monotonic()
+        self.observers.reload_started(self)
+        outcome = _ReloadOutcome(carry_on=False, switched=False)
+        try:
+            outcome = await self._reload()
+            return outcome.carry_on
+        finally:
+            self.observers.reload_finished(self, outcome.switched, time.monotonic() - began)
+
+    async def _reload(self) -> _ReloadOutcome:
         path = self.options.config_path
         log.info("reloading %s", path)
         try:
@@ -419,17 +452,18 @@ class Runtime:
             self.counters.reload_failures += 1
             log.error("reload: %s has %d error(s); still running the previous configuration",
                       path, len(error.diagnostics))
-            return True
+            return _ReloadOutcome(carry_on=True, switched=False)
         except OSError as error:
             self.counters.reload_failures += 1
             log.error("reload: cannot read %s: %s; still running the previous configuration",
                       path, error.strerror)
-            return True
+            return _ReloadOutcome(carry_on=True, switched=False)
         for item in diags.items:
             log.warning("%s", item)
         self._busy = True
         try:
-            return await self._switch(new)
+            switched = await self._switch(new)
+            return _ReloadOutcome(carry_on=switched, switched=switched)
         finally:
             self._busy = False
             if self._pending and not self._stopping:
@@ -492,6 +526,29 @@ class Runtime:
             return
         log.info("state written to %s and %s", self.options.data_path, self.options.json_path)
 
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready state of the whole daemon (the status endpoint, `fastcheck status`):
+        configuration, counters, engine figures, and every virtual/real server's health."""
+        stats = self.engine.stats()
+        return {
+            "pid": os.getpid(), "config": self.options.config_path,
+            "dry_run": self.options.dry_run, "backend": self.backend.name,
+            "started_at": self.started_at, "stopping": self._stopping,
+            "counters": {**self.counters.as_dict(), "probes": len(self.plan)},
+            "engine": {"workers": stats.workers, "probes": stats.probes,
+                       "running": stats.running, "started": stats.started,
+                       "missed_runs": stats.missed_runs,
+                       "lag_p50_s": stats.start_lag.quantile(0.5),
+                       "lag_p99_s": stats.start_lag.quantile(0.99),
+                       "lag_max_s": stats.start_lag.max,
+                       "implementations": stats.implementations},
+            "ipvs_services": len(self.applied),
+            "ipvs_destinations": sum(len(svc.destinations) for svc in self.applied.values()),
+            **self.health.snapshot(),
+        }
+
     # ------------------------------------------------------------------ stop
 
     async def stop(self) -> None:
@@ -499,6 +556,7 @@ class Runtime:
         if self._stopping:
             return
         self._stopping = True
+        self.observers.stopping(self)
         self.engine.close()
         if self._tick_timer is not None:
             self._tick_timer.cancel()
@@ -517,6 +575,7 @@ class Runtime:
         else:
             self._release()
         await self.notifier.close(self.options.stop_timeout_s)
+        await self.observers.close()
         log.info("stopped (exit status %d)", self.exit_status)
 
     def _release(self) -> None:
@@ -534,6 +593,12 @@ class Runtime:
             self._log_failures(failures, "stop")
             if not failures:
                 self.applied.pop(op.service, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _ReloadOutcome:
+    carry_on: bool  # False: the daemon must stop
+    switched: bool  # the new configuration is in force
 
 
 def _forget(table: Table, op: Op) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastcheck.diff import ConfigDiff
@@ -19,7 +19,8 @@ from fastcheck.ipvs.backend import IpvsBackend
 from fastcheck.model import Config
 from fastcheck.probeplan import ProbePlan
 
-from .app import Health, HealthCarry, HealthFactory, Options, Runtime
+from .app import EngineFactory, Health, HealthCarry, HealthFactory, Options, Runtime
+from .observe import Observer
 
 SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
@@ -57,7 +58,9 @@ def load_health(options: Any = None) -> tuple[HealthFactory, HealthCarry]:
 def run_daemon(options: Options, backend: IpvsBackend, config: Config,
                health_factory: HealthFactory, health_carry: HealthCarry, *,
                install_signals: bool = True,
-               loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> int:
+               loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+               observers: Iterable[Observer] = (),
+               engine_factory: EngineFactory | None = None) -> int:
     """Runs a Runtime to the end on uvloop (by default); returns the exit status."""
     if loop_factory is None:
         import uvloop
@@ -65,7 +68,8 @@ def run_daemon(options: Options, backend: IpvsBackend, config: Config,
         loop_factory = uvloop.new_event_loop
 
     async def main() -> int:
-        runtime = Runtime(config, backend, health_factory, health_carry, options)
+        runtime = Runtime(config, backend, health_factory, health_carry, options,
+                          observers=observers, engine_factory=engine_factory)
         if install_signals:
             install(runtime)
         try:
