@@ -445,3 +445,16 @@ def test_bad_options_are_clear_errors(options: dict[str, str], message: str) -> 
 def test_facility_names_accept_log_prefix_and_case() -> None:
     assert dlog.facility_code("LOG_DAEMON") == dlog.facility_code("daemon") == 3
     assert dlog.facility_code("Local7") == 23
+
+
+def test_failure_line_from_a_check_key_names_the_script_and_smtp_connect_address() -> None:
+    misc = check_key(CheckKind.MISC, MiscParams(Script("/usr/bin/check-app -q"), 5.0))
+    assert failure_message(CheckKind.MISC, misc, ProbeResult.down(Failure.SCRIPT_EXIT)) == \
+        ("Misc check for [[10.0.0.2]:tcp:8080 VS [10.0.0.1]:tcp:80] by [/usr/bin/check-app] "
+         "failed (script_exit).")
+    smtp = CheckKey(RS, ProbeKey(CheckKind.SMTP, Target("10.0.0.9", 25), 3.0, TcpParams()), 0)
+    assert failure_message(CheckKind.SMTP, smtp, ProbeResult.down(Failure.REFUSED)) == \
+        "SMTP_CHECK Error connecting to server [10.0.0.9]:25 (refused)"
+    tcp = check_key(CheckKind.TCP)
+    assert failure_message(CheckKind.TCP, tcp, ProbeResult.down(Failure.RESET)) == \
+        "TCP connection to [10.0.0.2]:tcp:8080 failed (reset)."

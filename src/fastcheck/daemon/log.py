@@ -169,18 +169,30 @@ def _dest_text(address: str, port: int, service: ServiceKey) -> str:
     return f"[{address}]:{proto}:{port}"
 
 
-def _target_trio(target: RsKey | Target, kind: CheckKind) -> str:
+Where = CheckKey | RsKey | Target
+"""What a failure line names: a check (its real server and, for MISC_CHECK, its script), a
+real server, or a bare probe target when the owner is not known."""
+
+
+def _target_trio(target: Where, kind: CheckKind) -> str:
+    if isinstance(target, CheckKey):
+        return rs_text(target.rs)
     if isinstance(target, RsKey):
         return rs_text(target)
     proto = "udp" if kind in (CheckKind.UDP, CheckKind.DNS) else "tcp"
     return f"[{target.address}]:{proto}:{target.port}"
 
 
-def _target_pair(target: RsKey | Target) -> str:
+def _target_pair(target: Where) -> str:
+    if isinstance(target, CheckKey):
+        probe = target.probe.target
+        return f"[{probe.address}]:{probe.port}"
     return f"[{target.address}]:{target.port}"
 
 
-def _vs_of(target: RsKey | Target) -> str:
+def _vs_of(target: Where) -> str:
+    if isinstance(target, CheckKey):
+        return vs_text(target.rs.vs)
     return vs_text(target.vs) if isinstance(target, RsKey) else "?"
 
 
@@ -247,9 +259,8 @@ _CHECK_NAMES: Final = {
 
 def _script_name(check: CheckKey) -> str:
     params = check.probe.params
-    if isinstance(params, MiscParams):
-        return params.script.command.split()[0] if params.script.command.split() else "?"
-    return "?"
+    words = params.script.command.split() if isinstance(params, MiscParams) else []
+    return words[0] if words else "?"
 
 
 def _checker_up_text(check: CheckKey) -> str:
@@ -388,12 +399,14 @@ def _why(result: Any) -> str:
     return f"({failure}: {result.detail})" if result.detail else f"({failure})"
 
 
-def failure_message(check_kind: CheckKind, target: RsKey | Target, result: Any) -> str:
+def failure_message(check_kind: CheckKind, target: Where, result: Any) -> str:
     """keepalived's line for a failed probe of `check_kind`, with the failure class.
 
-    `target` is the real server (RsKey: keepalived's ``[addr]:proto:port`` with the
-    virtual server's protocol) or, when the owner is not known, the probe's Target
-    (protocol then tcp, udp for UDP_CHECK/DNS_CHECK). Raises ValueError for a success.
+    `target` is the check (CheckKey: names its real server like keepalived's FMT_CHK,
+    ``[addr]:proto:port`` with the virtual server's protocol, SMTP_CHECK's connect
+    address and MISC_CHECK's script), the real server (RsKey) or, when the owner is not
+    known, the probe's Target (protocol then tcp, udp for UDP_CHECK/DNS_CHECK).
+    Raises ValueError for a success.
     """
     if result.ok:
         raise ValueError("failure_message() needs a failed probe result")
@@ -423,7 +436,8 @@ def failure_message(check_kind: CheckKind, target: RsKey | Target, result: Any) 
         return f"ICMP connection to {chk} of {_vs_of(target)} failed {why}."
     if check_kind is CheckKind.MISC:
         verb = "timed out" if failure == "script_timeout" else "failed"
-        return f"Misc check for [{chk} VS {_vs_of(target)}] {verb} {why}."
+        by = f" by [{_script_name(target)}]" if isinstance(target, CheckKey) else ""
+        return f"Misc check for [{chk} VS {_vs_of(target)}]{by} {verb} {why}."
     return f"{_CHECK_NAMES[check_kind]} on service {chk} failed {why}."
 
 
