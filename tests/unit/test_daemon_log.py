@@ -458,3 +458,11 @@ def test_failure_line_from_a_check_key_names_the_script_and_smtp_connect_address
     tcp = check_key(CheckKind.TCP)
     assert failure_message(CheckKind.TCP, tcp, ProbeResult.down(Failure.RESET)) == \
         "TCP connection to [10.0.0.2]:tcp:8080 failed (reset)."
+
+
+@pytest.mark.usefixtures("restore_logger")
+def test_records_still_reach_root_listeners(caplog: pytest.LogCaptureFixture) -> None:
+    logger = setup_logging(target="stderr", level="info", detail=False, stream=io.StringIO())
+    with caplog.at_level(logging.INFO, logger="fastcheck"):
+        logger.info("Gained quorum 1 <= 2 for VS FWM 7")
+    assert [r.getMessage() for r in caplog.records] == ["Gained quorum 1 <= 2 for VS FWM 7"]

@@ -117,7 +117,8 @@ def facility_code(name: str) -> int:
 def setup_logging(*, target: str = "stderr", level: str = "info", detail: bool = False,
                   stream: TextIO | None = None, syslog_facility: str = "daemon",
                   syslog_address: str = DEV_LOG) -> logging.Logger:
-    """Configures the ``fastcheck`` logger: one handler, replacing earlier ones.
+    """Configures the ``fastcheck`` logger: one handler, replacing earlier ones (call it
+    instead of logging.basicConfig, which would add a second, root handler).
 
     ``stderr`` (journald takes it from there) writes ``<time> fastcheck[pid]: message`` to
     `stream` (default sys.stderr); ``syslog`` sends ``fastcheck[pid]: message`` to
@@ -149,7 +150,8 @@ def setup_logging(*, target: str = "stderr", level: str = "info", detail: bool =
         old.close()
     logger.addHandler(handler)
     logger.setLevel(value)
-    logger.propagate = False
+    # Records still propagate: the root logger has no handler in the daemon (so nothing is
+    # written twice), and pytest's caplog, which listens on the root, keeps working.
     return logger
 
 
