@@ -47,7 +47,7 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 # Commands that live in their own module: each has `register(subparsers)`, which adds its
 # parser and sets `handler=fn(args, out, err) -> exit status` as a default. Keep their
 # top-level imports light: every command line imports them all.
-COMMAND_MODULES: tuple[str, ...] = ("fastcheck.doctor",)
+COMMAND_MODULES: tuple[str, ...] = ("fastcheck.doctor", "fastcheck.genhash")
 
 
 def _add_file_options(parser: argparse.ArgumentParser) -> None:
