@@ -388,8 +388,8 @@ def test_fastcheck_run_dry_run_subprocess(tmp_path):
         a.close()
         b.close()
     log_text = log_path.read_text()
-    assert "[dry-run] would add service TCP  10.0.0.1:80" in log_text
-    assert "[dry-run] would delete service TCP  10.0.0.1:80" in log_text  # released on stop
+    assert "[dry-run] Adding Virtual Server [10.0.0.1]:tcp:80" in log_text
+    assert "[dry-run] Removing Virtual Server [10.0.0.1]:tcp:80 (stop)" in log_text
     assert not pid_path.exists()
 
 
@@ -435,7 +435,9 @@ def test_fastcheck_run_with_the_real_health_layer(tmp_path):
             proc.kill()
             proc.wait(timeout=5)
         a.close()
-    assert f"RealServerDown: rs 127.0.0.1:{dead}" in log_path.read_text()
+    text = log_path.read_text()
+    assert f"TCP connection to [127.0.0.1]:tcp:{dead} failed (refused" in text
+    assert f"Removing service [127.0.0.1]:tcp:{dead} from VS [10.0.0.1]:tcp:80" in text
 
 
 def test_start_adopts_a_matching_kernel_table_without_operations(run, tmp_path):

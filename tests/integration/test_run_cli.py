@@ -64,16 +64,20 @@ def test_removal_budget_keeps_most_servers_when_all_fail_at_once(tmp_path):
     conf.write_text(CONFIG.format(servers="\n".join(SERVER.format(port=p) for p in ports)))
     args = ["run", "-f", str(conf), "--dry-run", "--pid-file", str(tmp_path / "pid"),
             "--removal-budget", "0.5", "--repair-interval", "0"]
-    output = run_until(args, lambda text: "RemovalBudgetTripped" in text)
-    assert "RemovalBudgetTripped" in output
+    output = run_until(args, lambda text: "Removal budget tripped" in text)
     removed = [line for line in output.splitlines()
-               if "would delete destination" in line and "(health)" in line]
+               if "Removing service [127.0.0.1]" in line and "removal budget" not in line]
+    kept = [line for line in output.splitlines()
+            if "Removing service [127.0.0.1]" in line and "kept in IPVS by the removal "
+                                                          "budget" in line]
     assert len(removed) == 2, output  # half of four, the rest held back
+    assert len(kept) == 2, output
 
     unlimited = run_until([*args[:-4], "--repair-interval", "0"],
-                          lambda text: text.count("would delete destination") >= 4)
-    assert unlimited.count("would delete destination 127.0.0.1") >= 4
-    assert "RemovalBudgetTripped" not in unlimited
+                          lambda text: text.count("Removing service [127.0.0.1]") >= 4)
+    assert unlimited.count("Removing service [127.0.0.1]") >= 4
+    assert "Removal budget tripped" not in unlimited
+    assert "kept in IPVS" not in unlimited
 
 
 @pytest.mark.skipif(os.path.exists("/proc/net/ip_vs"),
@@ -82,7 +86,7 @@ def test_readme_quick_start_falls_back_to_dry_run_without_ipvs(tmp_path):
     sample = Path(__file__).resolve().parents[2] / "conf" / "sample.conf"
     output = run_until(["run", "-f", str(sample), "--dry-run-without-ipvs", "--pid-file",
                         str(tmp_path / "pid"), "--repair-interval", "0"],
-                       lambda text: "would add destination" in text)
+                       lambda text: "Adding service [127.0.0.1]" in text)
     assert "IPVS is not available" in output and "running as --dry-run" in output
-    assert "[dry-run] would add service TCP  127.0.0.100:80 (wlc)" in output
+    assert "[dry-run] Adding Virtual Server [127.0.0.100]:tcp:80 (wlc)" in output
     assert "stopped (exit status 0)" in output

@@ -26,16 +26,25 @@ from typing import Any, Protocol
 from fastcheck.config.loader import load_file
 from fastcheck.diff import ConfigDiff
 from fastcheck.errors import ConfigError, FastcheckError
+from fastcheck.health.events import CheckerUp
 from fastcheck.ipvs.backend import IpvsBackend, OpFailure
 from fastcheck.ipvs.ops import DestinationOp, LocalAddressOp, Op, ServiceOp
 from fastcheck.ipvs.reconcile import reconcile
 from fastcheck.ipvs.table import Service, ServiceKey, Table, desired_table
 from fastcheck.model import CheckKey, Config
 from fastcheck.probeplan import ProbePlan, plan_probes
-from fastcheck.probes.result import ProbeResult
+from fastcheck.probes.result import Failure, ProbeResult
 
 from . import dump
 from .engine import LocalEngine, OnResult, ProbeEngine
+from .log import (
+    DETAIL,
+    RepeatLimiter,
+    event_messages,
+    failure_message,
+    op_messages,
+    with_suppressed,
+)
 from .notify import Notifier
 from .observe import Observer, Observers
 from .reload import prepare, remove_with_retries, split_removals
@@ -161,6 +170,12 @@ def event_text(event: Any) -> str:
     return f"{type(event).__name__}: " + ", ".join(parts)
 
 
+def _event_lines(event: Any) -> list[tuple[int, str]]:
+    """keepalived-like lines for a health event; anything else as `event_text`."""
+    lines = event_messages(event)
+    return lines if lines else [(logging.INFO, event_text(event))]
+
+
 def copy_table(table: Table) -> Table:
     return {key: Service(svc.settings, dict(svc.destinations), svc.local_addresses, svc.owner)
             for key, svc in table.items()}
@@ -196,6 +211,7 @@ class Runtime:
         self.applied: Table = {}
         self.counters = Counters()
         self.observers = Observers(observers)
+        self._repeats = RepeatLimiter(max_keys=200_000)
         self.started_at = time.time()
         self.exit_status = EXIT_OK
         self.engine: ProbeEngine = (engine_factory or local_engine)(
@@ -301,6 +317,8 @@ class Runtime:
                 continue  # a late result of a probe a reload removed
             if observed is not None:
                 observed.append((probe_id, result))
+            if not result.ok:
+                self._log_failure(now, probes[probe_id].owners, result)
             try:
                 events = self.health.on_result(now, probe_id, result)
             except Exception:
@@ -310,6 +328,14 @@ class Runtime:
         if observed:
             self.observers.results(self, observed)
         self._sync("health")
+
+    def _log_failure(self, now: float, owners: Iterable[CheckKey], result: ProbeResult) -> None:
+        """keepalived's per-failure line, once per check and failure class per window."""
+        for owner in owners:
+            allowed, suppressed = self._repeats.allow((owner, result.failure), now)
+            if allowed:
+                log.info("%s", with_suppressed(
+                    failure_message(owner.probe.kind, owner, result), suppressed))
 
     def _sync(self, why: str) -> None:
         """Applies what health changed (only those services) and re-arms the health timer."""
@@ -347,16 +373,24 @@ class Runtime:
             delay = getattr(event, "delay_s", None)
             if isinstance(probe_id, int) and isinstance(delay, int | float):
                 self.engine.after_failure(probe_id, float(delay))
-                log.debug("%s", event_text(event))
             else:
-                log.info("%s", event_text(event))
                 self.notifier.on_event(event)
+            if isinstance(event, CheckerUp):
+                for failure in Failure:  # a new failure after recovery logs at once
+                    self._repeats.forget((event.check, failure))
+            for level, text in _event_lines(event):
+                log.log(level, "%s", text)
 
     # ------------------------------------------------------------------ applying
 
     def _log_op(self, op: Op, why: str) -> None:
-        prefix = "[dry-run] would " if self.options.dry_run else ""
-        log.info("%s%s (%s)", prefix, op.describe(), why)
+        # Health-driven ops repeat what the health events already said (keepalived's
+        # "Adding/Removing service ..."): those show with --log-detail only.
+        level = DETAIL if why == "health" else logging.INFO
+        if not log.isEnabledFor(level):
+            return
+        for line in op_messages(op, dry_run=self.options.dry_run):
+            log.log(level, "%s (%s)", line, why)
 
     def _log_failures(self, failures: Iterable[OpFailure], why: str) -> int:
         count = 0
