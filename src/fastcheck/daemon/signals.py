@@ -9,8 +9,9 @@ Must not: hold daemon state (the Runtime does) or parse arguments (cli.py does).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from fastcheck.diff import ConfigDiff
@@ -21,6 +22,7 @@ from fastcheck.probeplan import ProbePlan
 
 from .app import EngineFactory, Health, HealthCarry, HealthFactory, Options, Runtime
 from .observe import Observer
+from .systemd import observer_from_environment
 
 SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
@@ -60,8 +62,16 @@ def run_daemon(options: Options, backend: IpvsBackend, config: Config,
                install_signals: bool = True,
                loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
                observers: Iterable[Observer] = (),
-               engine_factory: EngineFactory | None = None) -> int:
-    """Runs a Runtime to the end on uvloop (by default); returns the exit status."""
+               engine_factory: EngineFactory | None = None,
+               environ: Mapping[str, str] | None = None) -> int:
+    """Runs a Runtime to the end on uvloop (by default); returns the exit status.
+
+    Under systemd (`NOTIFY_SOCKET` in `environ`, default `os.environ`) a
+    `systemd.SystemdObserver` joins `observers`: READY/RELOADING/STOPPING, STATUS, watchdog.
+    """
+    notifying = observer_from_environment(os.environ if environ is None else environ)
+    if notifying is not None:
+        observers = [*observers, notifying]
     if loop_factory is None:
         import uvloop
 
