@@ -1,0 +1,272 @@
+"""The status endpoint of a running daemon (real HTTP requests) and `fastcheck status`.
+
+One daemon runs as a subprocess (`fastcheck run --dry-run --status-listen`) against two
+loopback real servers: one listening (up), one closed port (refused → down).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fastcheck.cli import main
+
+CONFIG = """
+virtual_server 10.0.0.1 80 {{
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    delay_loop 0.2
+    real_server 127.0.0.1 {up} {{
+        weight 3
+        TCP_CHECK {{
+            connect_timeout 1
+            retry 0
+        }}
+    }}
+    real_server 127.0.0.1 {down} {{
+        weight 5
+        TCP_CHECK {{
+            connect_timeout 1
+            retry 0
+        }}
+    }}
+}}
+"""
+VS = "TCP 10.0.0.1:80"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    def __init__(self, proc: subprocess.Popen[str], port: int, up: int, down: int) -> None:
+        self.proc, self.port, self.up, self.down = proc, port, up, down
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(proc.stdout or ()),
+                                       daemon=True)
+        self.reader.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, str, str]:
+        request = urllib.request.Request(f"http://{self.endpoint}{path}", method=method)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=5) as response:
+                return (response.status, response.headers.get("Content-Type", ""),
+                        response.read().decode())
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("Content-Type", ""), error.read().decode()
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def wait_for(predicate, what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    tmp: Path = tmp_path_factory.mktemp("status")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # the kernel completes handshakes: enough for TCP_CHECK
+    up = listener.getsockname()[1]
+    down = free_port()
+    port = free_port()
+    conf = tmp / "farm.conf"
+    conf.write_text(CONFIG.format(up=up, down=down))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastcheck.cli", "run", "-f", str(conf), "--dry-run",
+         "--pid-file", str(tmp / "pid"), "--repair-interval", "0",
+         "--dump-file", str(tmp / "dump"), "--dump-json", str(tmp / "dump.json"),
+         "--status-listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    d = Daemon(proc, port, up, down)
+    try:
+        # the down server is seen down after its first (refused) probe
+        wait_for(lambda: _rs_states(d) == {up: True, down: False}, "both servers judged")
+        yield d
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        d.reader.join(timeout=5)
+        listener.close()
+
+
+def _rs_states(d: Daemon) -> dict[int, bool]:
+    status, _, body = d.get("/status")
+    assert status == 200
+    states = {}
+    for vs in json.loads(body)["virtual_servers"]:
+        for rs in vs["real_servers"]:
+            if all(check["has_run"] for check in rs["checks"]):
+                port = int(rs["rs"].split(" ")[0].rsplit(":", 1)[1])
+                states[port] = rs["up"]
+    return states
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def test_metrics_are_prometheus_text_with_per_server_state(daemon: Daemon) -> None:
+    status, content_type, body = daemon.get("/metrics")
+    assert status == 200
+    assert content_type.startswith("text/plain; version=0.0.4")
+    samples = _samples(body)
+    up_rs = frozenset({("vs", VS), ("rs", f"127.0.0.1:{daemon.up}")})
+    down_rs = frozenset({("vs", VS), ("rs", f"127.0.0.1:{daemon.down}")})
+    assert samples[("fastcheck_real_server_up", up_rs)] == 1.0
+    assert samples[("fastcheck_real_server_up", down_rs)] == 0.0
+    assert samples[("fastcheck_real_server_weight", up_rs)] == 3.0
+    assert samples[("fastcheck_real_server_table_weight", up_rs)] == 3.0
+    assert ("fastcheck_real_server_table_weight", down_rs) not in samples  # removed
+    assert samples[("fastcheck_virtual_server_weight_sum", frozenset({("vs", VS)}))] == 3.0
+    refused = frozenset({("kind", "TCP_CHECK"), ("failure", "refused")})
+    assert samples[("fastcheck_probe_failures_total", refused)] >= 1.0
+    assert not any(name == "fastcheck_probe_failures_total" and ("failure", "refused")
+                   not in labels for name, labels in samples)  # nothing else failed
+    ok = frozenset({("kind", "TCP_CHECK"), ("result", "ok")})
+    assert samples[("fastcheck_probe_results_total", ok)] >= 1.0
+    assert samples[("fastcheck_real_server_transitions_total", frozenset({("to", "down")}))] \
+        == 1.0
+    # start: the service and its two destinations; health: the down one removed
+    assert samples[("fastcheck_ipvs_operations_total", frozenset())] == 4.0
+    assert samples[("fastcheck_ipvs_operation_errors_total", frozenset())] == 0.0
+    assert samples[("fastcheck_scheduler_keeping_up", frozenset())] == 1.0
+    lag_count = samples[("fastcheck_scheduler_start_lag_seconds_count", frozenset())]
+    assert lag_count >= 2
+    assert samples[("fastcheck_scheduler_start_lag_seconds_bucket",
+                    frozenset({("le", "+Inf")}))] == lag_count
+    impls = {dict(labels)["hot_path"]: dict(labels)["implementation"]
+             for name, labels in samples if name == "fastcheck_implementation_info"}
+    assert "tcpconnect" in impls and set(impls.values()) <= {"c", "py"}
+
+
+def test_status_json_lists_both_real_servers(daemon: Daemon) -> None:
+    status, content_type, body = daemon.get("/status")
+    assert status == 200 and content_type == "application/json"
+    document = json.loads(body)
+    assert document["dry_run"] is True
+    assert document["pid"] == daemon.proc.pid
+    [vs] = document["virtual_servers"]
+    assert vs["vs"] == VS
+    servers = {rs["rs"].split(" ")[0]: rs for rs in vs["real_servers"]}
+    assert servers[f"127.0.0.1:{daemon.up}"]["up"] is True
+    assert servers[f"127.0.0.1:{daemon.down}"]["up"] is False
+    assert servers[f"127.0.0.1:{daemon.down}"]["checks"][0]["state"] == "down"
+
+
+def test_healthz_and_unknown_paths(daemon: Daemon) -> None:
+    assert daemon.get("/healthz") == (200, "text/plain; charset=utf-8", "ok\n")
+    status, _, body = daemon.get("/nowhere")
+    assert status == 404 and "/metrics" in body
+    assert daemon.get("/status", method="POST")[0] == 405
+    assert daemon.get("/healthz", method="HEAD")[:2] == (200, "text/plain; charset=utf-8")
+
+
+def _raw(daemon: Daemon, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as conn:
+        conn.sendall(data)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_bad_requests_get_an_answer_not_a_dead_daemon(daemon: Daemon) -> None:
+    assert _raw(daemon, b"nonsense\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    huge = b"GET /status HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
+    assert _raw(daemon, huge).startswith(b"HTTP/1.1 431 ")
+    assert daemon.get("/healthz")[0] == 200  # still serving
+
+
+def test_status_command_prints_a_table(daemon: Daemon) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["status", "--endpoint", daemon.endpoint], out, err) == 0, err.getvalue()
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["VIRTUAL", "SERVER", "REAL", "SERVER", "STATE", "WEIGHT",
+                                "CHECKS"]
+    up_row = next(line for line in lines if f"127.0.0.1:{daemon.up}" in line)
+    down_row = next(line for line in lines if f"127.0.0.1:{daemon.down}" in line)
+    assert up_row.startswith(VS)
+    assert up_row.split()[3:6] == ["up", "3", "TCP_CHECK"]
+    assert down_row.split()[1:3] == ["down", "5"] and "(out)" in down_row
+    assert "TCP_CHECK down" in down_row
+    assert lines[-1].startswith("2 real servers in 1 virtual server: 1 up, 1 down; 2 probes")
+
+
+def test_status_command_json(daemon: Daemon) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["status", "--endpoint", str(daemon.port), "--json"], out, err) == 0
+    document = json.loads(out.getvalue())
+    [vs] = document["virtual_servers"]
+    assert sorted(rs["up"] for rs in vs["real_servers"]) == [False, True]
+
+
+def test_status_command_without_a_daemon_says_how_to_enable_it() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["status", "--endpoint", f"127.0.0.1:{free_port()}"], out, err) == 1
+    assert "is `fastcheck run --status-listen` enabled?" in err.getvalue()
+    assert "Traceback" not in err.getvalue() and out.getvalue() == ""
+
+
+def test_port_in_use_is_a_clear_error_before_anything_is_applied(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        conf = tmp_path / "farm.conf"
+        conf.write_text(CONFIG.format(up=free_port(), down=free_port()))
+        proc = subprocess.run(
+            [sys.executable, "-m", "fastcheck.cli", "run", "-f", str(conf), "--dry-run",
+             "--pid-file", str(tmp_path / "pid"), "--status-listen", str(port)],
+            capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert f"status endpoint: cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Adding" not in proc.stderr  # nothing was applied
+
+
+def test_non_loopback_listen_needs_allow_remote(tmp_path: Path) -> None:
+    conf = tmp_path / "farm.conf"
+    conf.write_text(CONFIG.format(up=free_port(), down=free_port()))
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["run", "-f", str(conf), "--dry-run", "--pid-file", str(tmp_path / "pid"),
+                 "--status-listen", "0.0.0.0:9469"], out, err)
+    assert code == 2
+    assert "not a loopback address" in err.getvalue()
+    assert "--status-allow-remote" in err.getvalue()
