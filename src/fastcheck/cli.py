@@ -47,7 +47,8 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 # Commands that live in their own module: each has `register(subparsers)`, which adds its
 # parser and sets `handler=fn(args, out, err) -> exit status` as a default. Keep their
 # top-level imports light: every command line imports them all.
-COMMAND_MODULES: tuple[str, ...] = ("fastcheck.doctor", "fastcheck.genhash")
+COMMAND_MODULES: tuple[str, ...] = ("fastcheck.doctor", "fastcheck.genhash",
+                                    "fastcheck.statuscmd")
 
 
 def _add_file_options(parser: argparse.ArgumentParser) -> None:
@@ -179,6 +180,14 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                      help=f"SIGUSR1 text dump (default {DEFAULT_DATA_PATH})")
     run.add_argument("--dump-json", default=DEFAULT_JSON_PATH, metavar="PATH",
                      help=f"SIGUSR1 JSON dump (default {DEFAULT_JSON_PATH})")
+    status = run.add_argument_group(
+        "status endpoint (off by default; no authentication: loopback unless allowed)")
+    status.add_argument("--status-listen", default=None, metavar="[HOST:]PORT",
+                        help="serve /metrics (Prometheus), /status (JSON) and /healthz on "
+                             "HOST:PORT; HOST defaults to 127.0.0.1, [ADDR]:PORT for IPv6; "
+                             "`fastcheck status` reads it (its default is 127.0.0.1:9469)")
+    status.add_argument("--status-allow-remote", action="store_true",
+                        help="allow a --status-listen HOST that is not a loopback address")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"],
                      help="log verbosity (default info)")
@@ -315,6 +324,17 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
     if args.reload_attempts < 1:
         print("fastcheck: --reload-attempts must be at least 1", file=err)
         return EXIT_USAGE
+    observers: list[Any] = []
+    if args.status_listen is not None:
+        from fastcheck.daemon.status import StatusServer, parse_listen
+
+        try:
+            host, port = parse_listen(args.status_listen,
+                                      allow_remote=args.status_allow_remote)
+        except ValueError as error:
+            print(f"fastcheck: --status-listen {error}", file=err)
+            return EXIT_USAGE
+        observers.append(StatusServer(host, port))
     try:
         factory, carry = health or load_health(health_options(args))
         pid_file = PidFile(args.pid_file)
@@ -343,7 +363,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
             repair_interval_s=args.repair_interval, reload_attempts=args.reload_attempts,
             data_path=args.dump_file, json_path=args.dump_json)
         try:
-            return run_daemon(options, backend, config, factory, carry)
+            return run_daemon(options, backend, config, factory, carry,
+                              observers=observers)
         except FastcheckError as error:
             print(f"fastcheck: {error}", file=err)
             return EXIT_INVALID
