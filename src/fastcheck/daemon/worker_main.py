@@ -1,0 +1,187 @@
+"""A probe worker process: one `LocalEngine` on its own uvloop over its shard of the plan.
+
+Run by `fastcheck.daemon.workers` as ``python -m fastcheck.daemon.worker_main --fd N
+--index I --parent PID``; never by hand. Everything it needs (its share of the plan and
+of the configuration, the scheduler settings) arrives on the channel: it never reads the
+configuration file, which the daemon may be reloading.
+
+Owns: the worker side of the channel — starting its engine on ("start", settings, plan,
+config), following ("reload", plan, config, diff), ("retry", [(id, delay), …]) and
+("close",); telling its scheduler a run finished as soon as the result is in (the daemon
+only hears results afterwards); batching results to the daemon (every `FLUSH_S` or
+`FLUSH_RESULTS` results, as compact tuples, see workerwire) and sending ("stats", …)
+every `stats_interval_s`.
+Must not: decide health, touch IPVS, log results, or outlive the daemon: it asks the
+kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG) and exits on channel EOF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+from typing import Any
+
+from fastcheck.daemon.engine import LocalEngine, implementations
+from fastcheck.daemon.workerwire import Channel, WireResult, encode_result
+from fastcheck.probes.result import ProbeResult
+from fastcheck.scheduler import LagHistogram
+
+log = logging.getLogger("fastcheck")
+
+FLUSH_S = 0.002
+FLUSH_RESULTS = 1024
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the thread that forked it exits (Linux); and if the
+    parent is already gone, exit now."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: EOF still ends us
+        pass
+    if os.getppid() != parent:
+        raise SystemExit(0)
+
+
+def histogram_state(histogram: LagHistogram) -> tuple[list[int], int, float, float]:
+    return list(histogram.counts), histogram.count, histogram.total, histogram.max
+
+
+class Worker:
+    """The worker's state: its channel, its engine, the results waiting to be sent."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                 index: int) -> None:
+        self.loop = loop
+        self.index = index
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.engine: LocalEngine | None = None
+        self.channel = Channel(loop, sock, self.on_message, self.on_closed)
+        self._results: list[WireResult] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._stats_timer: asyncio.TimerHandle | None = None
+        self._stats_interval = 0.25
+        self._implementations: dict[str, str] | None = None
+
+    # ------------------------------------------------------------------ commands
+
+    def on_message(self, message: Any) -> None:
+        kind = message[0]
+        if kind == "retry":
+            engine = self.engine
+            if engine is not None:
+                for probe_id, delay in message[1]:
+                    engine.after_failure(probe_id, delay)
+        elif kind == "start":
+            self.start(*message[1:])
+        elif kind == "reload":
+            _, plan, config, diff = message
+            if self.engine is not None:
+                self.engine.reload(plan, config, diff)
+        elif kind == "close":
+            self.finish()
+        else:
+            log.error("probe worker %d: unknown message %r", self.index, kind)
+
+    def start(self, settings: dict[str, Any], plan: Any, config: Any) -> None:
+        if self.engine is not None:
+            log.error("probe worker %d: started twice", self.index)
+            return
+        self._stats_interval = settings["stats_interval_s"]
+        self.engine = LocalEngine(self.loop, plan, config, self.on_result,
+                                  rng=random.Random(settings["seed"]),
+                                  max_in_flight=settings["max_in_flight"],
+                                  bootstrap_s=settings["bootstrap_s"])
+        self.engine.start(plan)
+        self.send_stats()
+
+    def on_closed(self) -> None:
+        self.finish(flush=False)  # the daemon is gone: nobody to talk to
+
+    def finish(self, flush: bool = True) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        for timer in (self._flush_timer, self._stats_timer):
+            if timer is not None:
+                timer.cancel()
+        if flush and not self.channel.closed:
+            self.flush_results()
+            self.channel.flush_blocking(1.0)
+        self.channel.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    # ------------------------------------------------------------------ results
+
+    def on_result(self, probe_id: int, result: ProbeResult) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.accept(probe_id)  # the run is over: the scheduler plans the next one
+        self._results.append(encode_result(probe_id, result))
+        if len(self._results) >= FLUSH_RESULTS:
+            self.flush_results()
+        elif self._flush_timer is None:
+            self._flush_timer = self.loop.call_later(FLUSH_S, self.flush_results)
+
+    def flush_results(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._results:
+            batch, self._results = self._results, []
+            self.channel.send(("results", batch))
+
+    def send_stats(self) -> None:
+        engine = self.engine
+        if engine is None or self.channel.closed:
+            return
+        if self._implementations is None:  # fixed for the process's life: ask once
+            self._implementations = implementations()
+        scheduler = engine.scheduler
+        self.channel.send(("stats", {
+            "probes": len(scheduler), "running": engine.runner.running,
+            "started": scheduler.starts, "missed_runs": scheduler.missed_runs,
+            "start_lag": histogram_state(scheduler.lag),
+            "wake_lag": histogram_state(engine.driver.wake_lag),
+            "implementations": self._implementations,
+        }))
+        self._stats_timer = self.loop.call_later(self._stats_interval, self.send_stats)
+
+
+async def serve(sock: socket.socket, index: int) -> None:
+    worker = Worker(asyncio.get_running_loop(), sock, index)
+    await worker.done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastcheck-worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    args = parser.parse_args(argv)
+    die_with_parent(args.parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the daemon's to handle
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format=f"fastcheck probe worker {args.index}: %(message)s")
+    sock = socket.socket(fileno=args.fd)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(serve(sock, args.index))
+    else:
+        uvloop.run(serve(sock, args.index))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The wire between the daemon and its probe worker processes, and the sharding rule.
+
+Owns: `Channel` (length-prefixed pickled messages over a non-blocking stream socket,
+read and written through the loop's `add_reader`/`add_writer`), the compact encoding of
+probe results on the wire (`encode_result`/`decode_result`), the stable shard of a
+probe (`shard_of`: CRC-32 of its target host, so every probe of one host lives in one
+worker and keeps its worker across reloads) and the slicing of a plan and a
+configuration into one worker's share (`split_plan`, `config_for`).
+Must not: start or watch processes (workers.py does), schedule or run probes
+(worker_main.py runs a `LocalEngine`), or decide health.
+
+Messages are plain tuples whose first item names them (see workers.py and
+worker_main.py for who sends what). Only the daemon and the workers it started ever
+speak on a channel: pickle is safe here because both ends are the same program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import pickle
+import socket
+import struct
+import zlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fastcheck.model import Config
+from fastcheck.probeplan import PlannedProbe, ProbePlan
+from fastcheck.probes.result import Failure, ProbeResult
+
+log = logging.getLogger("fastcheck")
+
+HEADER = struct.Struct("!I")
+MAX_MESSAGE = 1 << 30  # a frame longer than this is a broken peer, not a message
+READ_CHUNK = 1 << 20
+READS_PER_WAKEUP = 16  # bounded work per loop callback: others get the loop too
+SOCKET_BUFFER = 4 << 20
+
+_FAILURES = {failure.value: failure for failure in Failure}
+
+
+def shard_of(host: str, workers: int) -> int:
+    """The worker (0 … workers-1) that probes every check of `host`."""
+    return zlib.crc32(host.encode()) % workers
+
+
+# ----------------------------------------------------------------------------- results
+
+# On the wire a result is (id, latency) for a plain success — nearly all of them — or
+# (id, ok, failure value | None, latency, detail, weight, weight_offset).
+WireResult = tuple[Any, ...]
+
+
+def encode_result(probe_id: int, result: ProbeResult) -> WireResult:
+    if (result.ok and not result.detail and result.weight is None
+            and result.weight_offset is None):
+        return (probe_id, result.latency_s)
+    failure = result.failure.value if result.failure is not None else None
+    return (probe_id, result.ok, failure, result.latency_s, result.detail, result.weight,
+            result.weight_offset)
+
+
+def decode_result(item: WireResult) -> ProbeResult:
+    if len(item) == 2:
+        return ProbeResult(True, None, item[1])
+    _, ok, failure, latency, detail, weight, offset = item
+    return ProbeResult(ok, _FAILURES[failure] if failure is not None else None, latency,
+                       detail, weight, offset)
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+def slim(probe: PlannedProbe) -> PlannedProbe:
+    """The probe as a worker needs it: its owners stay with the daemon."""
+    return PlannedProbe(probe.id, probe.key, probe.interval_s, probe.warmup_s, ())
+
+
+def split_plan(plan: ProbePlan, workers: int) -> tuple[list[ProbePlan], dict[int, int]]:
+    """Each worker's share of `plan` (slim probes) and the worker of every probe id."""
+    probes: list[dict[int, PlannedProbe]] = [{} for _ in range(workers)]
+    where: dict[int, int] = {}
+    shard_cache: dict[str, int] = {}
+    for probe_id, probe in plan.probes.items():
+        host = probe.host
+        index = shard_cache.get(host)
+        if index is None:
+            index = shard_cache[host] = shard_of(host, workers)
+        probes[index][probe_id] = slim(probe)
+        where[probe_id] = index
+    plans = [ProbePlan(share, {p.key: p.id for p in share.values()}, plan.next_id)
+             for share in probes]
+    return plans, where
+
+
+def config_for(config: Config, plan: ProbePlan) -> Config:
+    """`config` with only the real servers that own a check of `plan` (a worker's share):
+    what `ProbeRunner` needs to find each probe's Check, and no more."""
+    keys = plan.ids
+    virtual_servers = []
+    for vs in config.virtual_servers:
+        kept = tuple(rs for rs in vs.real_servers
+                     if any(check.probe_key in keys for check in rs.checks))
+        if kept:
+            virtual_servers.append(dataclasses.replace(vs, real_servers=kept))
+    return dataclasses.replace(config, virtual_servers=tuple(virtual_servers),
+                               vs_groups=(), local_address_groups=())
+
+
+# ----------------------------------------------------------------------------- channel
+
+
+class Channel:
+    """Tuples in, tuples out, over one stream socket on one loop.
+
+    `on_message(message)` runs for every message received; `on_closed()` once, when the
+    peer hangs up or the socket fails (not after `close()`). `send` never blocks: what
+    the socket does not take now waits in a buffer flushed by a writer callback;
+    `flush_blocking` pushes it out synchronously (for the last words before a close).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                 on_message: Callable[[Any], None], on_closed: Callable[[], None]) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._on_message = on_message
+        self._on_closed = on_closed
+        self._in = bytearray()
+        self._out = bytearray()
+        self._writing = False
+        self.closed = False
+        sock.setblocking(False)
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            with contextlib.suppress(OSError):  # capped by the kernel, never refused
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        loop.add_reader(self._fd, self._readable)
+
+    def send(self, message: Any) -> None:
+        if self.closed:
+            return
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self._out += HEADER.pack(len(data))
+        self._out += data
+        if not self._writing:
+            self._write()
+
+    def send_many(self, messages: Iterable[Any]) -> None:
+        for message in messages:
+            self.send(message)
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._out)
+
+    def flush_blocking(self, timeout_s: float) -> bool:
+        """Writes out what is buffered, waiting up to `timeout_s`; True if all went."""
+        if self.closed or not self._out:
+            return not self._out
+        self._sock.settimeout(timeout_s)
+        try:
+            self._sock.sendall(self._out)
+            self._out.clear()
+            return True
+        except OSError:
+            return False
+        finally:
+            if not self.closed:
+                self._sock.setblocking(False)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._loop.remove_reader(self._fd)
+        if self._writing:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+        self._sock.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _write(self) -> None:
+        out = self._out
+        while out:
+            try:
+                sent = self._sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._hang_up()
+                return
+            del out[:sent]
+        if out and not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._write)
+        elif not out and self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+
+    def _readable(self) -> None:
+        buffer = self._in
+        eof = False
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                chunk = self._sock.recv(READ_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                eof = True
+                break
+            if not chunk:
+                eof = True
+                break
+            buffer += chunk
+            if len(chunk) < READ_CHUNK:
+                break
+        self._parse()
+        if eof and not self.closed:
+            self._hang_up()
+
+    def _parse(self) -> None:
+        buffer = self._in
+        size = len(buffer)
+        pos = 0
+        messages = []
+        while size - pos >= HEADER.size:
+            (length,) = HEADER.unpack_from(buffer, pos)
+            if length > MAX_MESSAGE:
+                log.error("worker channel: frame of %d bytes; closing the channel", length)
+                self._hang_up()
+                return
+            end = pos + HEADER.size + length
+            if end > size:
+                break
+            messages.append(pickle.loads(buffer[pos + HEADER.size:end]))
+            pos = end
+        if pos:
+            del buffer[:pos]
+        for message in messages:
+            if self.closed:
+                return
+            self._on_message(message)
+
+    def _hang_up(self) -> None:
+        if self.closed:
+            return
+        self.close()
+        self._on_closed()
