@@ -242,6 +242,8 @@ class SystemdObserver(Observer):
         pace = self.judge.look(now, runtime.engine.stats())
         rate = pace.started / elapsed if elapsed > 0 else 0.0
         self._rate = rate
+        due = self._last_status is None or \
+            now - self._last_status >= self.status_interval_s - 1e-6
         if pace.keeping_up:
             if self.watchdog_s is not None:
                 self.notify.send("WATCHDOG=1")
@@ -249,18 +251,18 @@ class SystemdObserver(Observer):
             if self._lagging:
                 self._lagging = False
                 log.info("systemd: the scheduler keeps up again")
-                self._send_status(runtime, now, rate, pace.lag_p99_s)
-            elif self._last_status is None or now - self._last_status >= \
-                    self.status_interval_s - 1e-6:
+                due = True
+            if due:
                 self._send_status(runtime, now, rate, pace.lag_p99_s)
             return
         if not self._lagging:
             self._lagging = True
+            due = True
             fed = " (the watchdog is not fed)" if self.watchdog_s is not None else ""
             log.warning("systemd: the scheduler is not keeping up: %s%s", pace.reason, fed)
-        self.notify.send(self._status(runtime, rate, pace.lag_p99_s,
-                                      f"not keeping up: {pace.reason}; "))
-        self._last_status = now
+        if due:  # at the start of the episode, then at the usual pace
+            self._send_status(runtime, now, rate, pace.lag_p99_s,
+                              f"not keeping up: {pace.reason}; ")
 
     def _recent_figures(self) -> tuple[float, float]:
         last = self.judge.last
@@ -274,8 +276,9 @@ class SystemdObserver(Observer):
             log.exception("systemd: building the status line failed")
             return f"STATUS={prefix}running"
 
-    def _send_status(self, runtime: Runtime, now: float, rate: float, lag_p99_s: float) -> None:
-        self.notify.send(self._status(runtime, rate, lag_p99_s))
+    def _send_status(self, runtime: Runtime, now: float, rate: float, lag_p99_s: float,
+                     prefix: str = "") -> None:
+        self.notify.send(self._status(runtime, rate, lag_p99_s, prefix))
         self._last_status = now
 
 
