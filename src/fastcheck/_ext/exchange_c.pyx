@@ -1,0 +1,701 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: embedsignature=True
+"""Compiled twin: batched non-blocking request/response exchanges over TCP (HTTP_GET's hot
+path): connect, send a payload, read the answer.
+
+Owns: the same API and semantics as ``exchange_py`` (the reference; read its module
+docstring for the rules), with sockets, epoll and the deadline queue in C, shaped like
+``tcpconnect_c``: a slot table of exchanges in flight, an indexed binary heap of their
+deadlines (earliest first, FIFO among equal deadlines), a ring buffer of validated requests
+waiting for a slot, one shared receive buffer. Any behaviour change goes into both twins.
+Must not: read a clock, block, parse what it reads, decide health, or be imported directly
+outside tests and benches (import the selector ``fastcheck._ext.exchange``).
+
+Each socket is registered ``EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`` with ``data.u64 =
+generation << 32 | slot``; an event whose generation no longer matches its slot (a
+descriptor kept alive by a forked child, say) is ignored, so a slot reused for a new
+exchange never takes an old socket's events, and sockets need no ``EPOLL_CTL_DEL`` before
+their close. Python objects a slot or a queued request holds (payload, feed) are owned
+references, released when the exchange ends or the engine closes.
+The argument validation helpers are ``tcpconnect_c``'s, repeated (cdef functions of
+another module cannot be shared without exporting them from its .pxd).
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.number cimport PyNumber_Index
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from libc.errno cimport EAGAIN, EINPROGRESS, EINTR, EIO, ETIMEDOUT, errno
+from libc.math cimport isfinite
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset, strlen
+from posix.unistd cimport close, read, write
+
+import os
+
+__all__ = ["CONNECTED", "CONNECTING", "MAX_READ", "ExchangeEngine"]
+
+CONNECTING = 0
+CONNECTED = 1
+MAX_READ = 65536
+
+
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object value, int *overflow) except? -1
+    const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
+
+
+cdef enum:
+    IFNAMSIZ = 16
+    MAX_EVENTS = 512
+    MAX_WINDOW = 1 << 20
+    READ_SIZE = 65536     # MAX_READ
+    STAGE_CONNECTING = 0
+    STAGE_CONNECTED = 1
+    OPT_BIND = 1          # bind() to bind_addr
+    OPT_REUSE = 2         # SO_REUSEADDR (a fixed bind port)
+    OPT_NO_PORT = 4       # IP_BIND_ADDRESS_NO_PORT (an address without a port)
+    OPT_INTERFACE = 8     # SO_BINDTODEVICE
+    OPT_FWMARK = 16       # SO_MARK
+
+cdef int64_t MAX_BYTES_LIMIT = 1LL << 62
+cdef uint64_t EVENTFD_TAG = 0xFFFFFFFFFFFFFFFFULL
+cdef linger RESET_ON_CLOSE = linger(1, 0)
+
+
+cdef union SockAddr:
+    sockaddr sa
+    sockaddr_in v4
+    sockaddr_in6 v6
+
+
+cdef struct Request:       # a validated exchange, queued or about to start
+    int64_t token
+    double timeout
+    SockAddr addr
+    socklen_t addrlen
+    int options           # OPT_* bits
+    SockAddr bind_addr
+    uint32_t fwmark
+    char interface[IFNAMSIZ]
+    int64_t max_bytes
+    PyObject *payload     # owned bytes
+    PyObject *feed        # owned callable or NULL
+
+
+cdef struct Slot:          # an exchange in flight (fd >= 0) or a free slot (fd == -1)
+    int fd
+    uint32_t gen
+    int heap_pos
+    int next_free
+    int stage
+    int64_t token
+    uint64_t seq          # start order: FIFO among equal deadlines
+    double start
+    double deadline
+    PyObject *payload     # owned bytes
+    Py_ssize_t sent       # payload bytes sent
+    int64_t left          # bytes that may still be read
+    PyObject *feed        # owned callable or NULL (then bytes collect in buf)
+    char *buf
+    Py_ssize_t buf_len
+    Py_ssize_t buf_cap
+
+
+cdef inline void close_with_reset(int fd) noexcept nogil:
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &RESET_ON_CLOSE, sizeof(linger))
+    close(fd)
+
+
+# --- argument validation (same rules and exception types as tcpconnect_py) ----------------
+
+cdef int64_t _integer(object value, str what, int64_t low, int64_t high) except? -1:
+    cdef object number = PyNumber_Index(value)  # TypeError for non-integers
+    cdef int overflow = 0
+    cdef long long result = PyLong_AsLongLongAndOverflow(number, &overflow)
+    if overflow or result < low or result > high:
+        raise ValueError(f"{what} must be in {low}..{high}, got {number}")
+    return result
+
+
+cdef double _seconds(double value, str what, bint non_negative) except? -1.0:
+    if not isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    if non_negative and value < 0.0:
+        raise ValueError(f"{what} must be >= 0.0, got {value!r}")
+    return value
+
+
+cdef int _parse_address(object text, str what, SockAddr *out, socklen_t *size) except -1:
+    """Fill ``out`` (port 0) from numeric IPv4/IPv6 text; ValueError for anything else."""
+    cdef Py_ssize_t length
+    cdef const char *raw
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be str, not {type(text).__name__}")
+    raw = PyUnicode_AsUTF8AndSize(text, &length)  # UnicodeEncodeError (a ValueError)
+    if <Py_ssize_t>strlen(raw) != length:
+        raise ValueError("embedded null character")
+    memset(out, 0, sizeof(SockAddr))
+    if inet_pton(AF_INET, raw, &out.v4.sin_addr) == 1:
+        out.v4.sin_family = AF_INET
+        size[0] = sizeof(sockaddr_in)
+        return 0
+    if inet_pton(AF_INET6, raw, &out.v6.sin6_addr) == 1:
+        out.v6.sin6_family = AF_INET6
+        size[0] = sizeof(sockaddr_in6)
+        return 0
+    raise ValueError(f"{what} must be a numeric IPv4 or IPv6 address, got {text!r}")
+
+
+cdef inline void _set_port(SockAddr *addr, int port) noexcept nogil:
+    if addr.sa.sa_family == AF_INET:
+        addr.v4.sin_port = htons(<uint16_t>port)
+    else:
+        addr.v6.sin6_port = htons(<uint16_t>port)
+
+
+cdef int _parse_options(Request *r, bind_address, bind_port, bind_interface,
+                        fwmark) except -1:
+    cdef int port = 0
+    cdef socklen_t size
+    cdef bytes name
+    if bind_port is not None:
+        port = <int>_integer(bind_port, "bind_port", 0, 0xFFFF)
+    if bind_address is not None:
+        _parse_address(bind_address, "bind_address", &r.bind_addr, &size)
+        if r.bind_addr.sa.sa_family != r.addr.sa.sa_family:
+            raise ValueError(f"bind_address {bind_address!r} is not of the target's family")
+        _set_port(&r.bind_addr, port)
+        r.options |= OPT_BIND | (OPT_REUSE if port else OPT_NO_PORT)
+    elif port:
+        memset(&r.bind_addr, 0, sizeof(SockAddr))  # the wildcard address of the family
+        r.bind_addr.sa.sa_family = r.addr.sa.sa_family
+        _set_port(&r.bind_addr, port)
+        r.options |= OPT_BIND | OPT_REUSE
+    if bind_interface is not None:
+        if not isinstance(bind_interface, str):
+            raise TypeError(f"bind_interface must be str, not {type(bind_interface).__name__}")
+        name = os.fsencode(bind_interface)
+        if not 0 < len(name) < IFNAMSIZ or b"\0" in name:
+            raise ValueError(
+                f"bind_interface must be 1..{IFNAMSIZ - 1} bytes without NUL, "
+                f"got {bind_interface!r}"
+            )
+        memset(r.interface, 0, IFNAMSIZ)
+        memcpy(r.interface, <const char *>name, len(name))
+        r.options |= OPT_INTERFACE
+    if fwmark is not None:
+        r.fwmark = <uint32_t>_integer(fwmark, "fwmark", 0, 0xFFFFFFFF)
+        r.options |= OPT_FWMARK
+    return 0
+
+
+cdef int _configure(int fd, const Request *r) noexcept nogil:
+    """Apply the connection options before connect: 0, or -1 with errno set."""
+    cdef int one = 1
+    cdef socklen_t size
+    if r.options & OPT_INTERFACE:
+        if setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, r.interface, IFNAMSIZ) < 0:
+            return -1
+    if r.options & OPT_FWMARK:
+        if setsockopt(fd, SOL_SOCKET, SO_MARK, &r.fwmark, sizeof(uint32_t)) < 0:
+            return -1
+    if r.options & OPT_BIND:
+        if r.options & OPT_REUSE:
+            if setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(int)) < 0:
+                return -1
+        if r.options & OPT_NO_PORT:
+            if setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(int)) < 0:
+                return -1
+        if r.bind_addr.sa.sa_family == AF_INET:
+            size = sizeof(sockaddr_in)
+        else:
+            size = sizeof(sockaddr_in6)
+        if bind(fd, &r.bind_addr.sa, size) < 0:
+            return -1
+    return 0
+
+
+cdef class ExchangeEngine:
+    """Batched non-blocking TCP request/response exchanges over one epoll (see module doc)."""
+
+    cdef int epfd
+    cdef int evfd
+    cdef bint closed
+    cdef bint signalled
+    cdef int window          # max_in_flight
+    cdef int active          # exchanges in flight
+    cdef Slot *slots         # grows by doubling up to `window`
+    cdef int capacity
+    cdef int free_head       # free slots, linked through next_free; -1 = none
+    cdef int *heap           # slot indices ordered by (deadline, seq)
+    cdef int heap_len
+    cdef uint64_t seq
+    cdef Request *queue      # ring buffer of exchanges waiting for a slot
+    cdef Py_ssize_t q_head
+    cdef Py_ssize_t q_len
+    cdef Py_ssize_t q_cap
+    cdef epoll_event *events
+    cdef char *rbuf          # the shared receive buffer, READ_SIZE bytes
+    cdef list results
+
+    def __cinit__(self, *args, **kwargs):
+        self.epfd = -1
+        self.evfd = -1
+        self.closed = True
+        self.free_head = -1
+
+    def __init__(self, max_in_flight: int = 4096) -> None:
+        cdef epoll_event ev
+        if self.events != NULL:
+            raise RuntimeError("ExchangeEngine.__init__ called twice")
+        self.window = <int>_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
+        self.results = []
+        self.events = <epoll_event *>PyMem_Malloc(MAX_EVENTS * sizeof(epoll_event))
+        self.rbuf = <char *>PyMem_Malloc(READ_SIZE)
+        if self.events == NULL or self.rbuf == NULL:
+            raise MemoryError()
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise OSError(errno, os.strerror(errno))
+        self.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.evfd < 0:
+            raise OSError(errno, os.strerror(errno))
+        ev.events = EPOLLIN
+        ev.data.u64 = EVENTFD_TAG
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.evfd, &ev) < 0:
+            raise OSError(errno, os.strerror(errno))
+        self.closed = False
+
+    def __dealloc__(self):
+        self._release()
+        PyMem_Free(self.events)
+        PyMem_Free(self.rbuf)
+        PyMem_Free(self.slots)
+        PyMem_Free(self.heap)
+        PyMem_Free(self.queue)
+
+    # --- public API ----------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The engine's epoll descriptor: readable when ``poll`` may have results."""
+        self._check_open()
+        return self.epfd
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.window
+
+    @property
+    def in_flight(self) -> int:
+        """Exchanges started and not yet finished."""
+        return self.active
+
+    @property
+    def queued(self) -> int:
+        """Exchanges waiting for a free slot in the window."""
+        return self.q_len
+
+    def submit(self, token, address, port, payload, double timeout_s, double now,
+               max_bytes=MAX_READ, feed=None, bind_address=None, bind_port=None,
+               bind_interface=None, fwmark=None) -> None:
+        """Start (or queue, when the window is full) an exchange with ``address:port``."""
+        cdef Request request
+        cdef Request *r = &request
+        self._check_open()
+        r.token = _integer(token, "token", INT64_MIN, INT64_MAX)
+        _parse_address(address, "address", &r.addr, &r.addrlen)
+        _set_port(&r.addr, <int>_integer(port, "port", 1, 0xFFFF))
+        if not isinstance(payload, bytes):
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        r.timeout = _seconds(timeout_s, "timeout_s", True)
+        _seconds(now, "now", False)
+        r.max_bytes = _integer(max_bytes, "max_bytes", 1, MAX_BYTES_LIMIT)
+        if feed is not None and not callable(feed):
+            raise TypeError(f"feed must be callable, not {type(feed).__name__}")
+        r.options = 0
+        if (bind_address is not None or bind_port is not None or bind_interface is not None
+                or fwmark is not None):
+            _parse_options(r, bind_address, bind_port, bind_interface, fwmark)
+        r.payload = <PyObject *>payload
+        r.feed = NULL if feed is None else <PyObject *>feed
+        Py_INCREF(payload)          # the request owns them from here on
+        if feed is not None:
+            Py_INCREF(feed)
+        if self.active >= self.window:
+            self._enqueue(r)
+            return
+        self._start(r, now)
+        if self.results and not self.signalled:
+            self._signal()
+
+    def poll(self, double now) -> list:
+        """Exchanges finished since the last poll, as ``(token, errno, latency_s, stage,
+        data)``; never blocks."""
+        cdef list results
+        cdef uint64_t value
+        cdef Request *r
+        self._check_open()
+        _seconds(now, "now", False)
+        self._collect(now)
+        self._expire(now)
+        while self.q_len and self.active < self.window:
+            r = &self.queue[self.q_head]
+            self.q_head = (self.q_head + 1) % self.q_cap
+            self.q_len -= 1
+            self._start(r, now)
+        if self.signalled:
+            read(self.evfd, &value, sizeof(uint64_t))
+            self.signalled = False
+        results = self.results
+        self.results = []
+        return results
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline among exchanges in flight, or None when none is."""
+        if self.heap_len == 0:
+            return None
+        return self.slots[self.heap[0]].deadline
+
+    def close(self) -> None:
+        """Reset every exchange in flight, drop the queue, release the descriptors.
+        Idempotent."""
+        self._release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._release()
+
+    # --- internals -----------------------------------------------------------------------
+
+    cdef int _check_open(self) except -1:
+        if self.closed:
+            raise ValueError("ExchangeEngine is closed")
+        return 0
+
+    cdef void _drop_objects(self, Slot *slot) noexcept:
+        Py_XDECREF(slot.payload)
+        Py_XDECREF(slot.feed)
+        slot.payload = NULL
+        slot.feed = NULL
+        PyMem_Free(slot.buf)
+        slot.buf = NULL
+        slot.buf_len = 0
+        slot.buf_cap = 0
+
+    cdef void _release(self) noexcept:
+        cdef int i
+        cdef Py_ssize_t k
+        cdef Request *r
+        for i in range(self.capacity):
+            if self.slots[i].fd >= 0:
+                close_with_reset(self.slots[i].fd)
+                self.slots[i].fd = -1
+                self._drop_objects(&self.slots[i])
+        self.active = 0
+        self.heap_len = 0
+        for k in range(self.q_len):
+            r = &self.queue[(self.q_head + k) % self.q_cap]
+            Py_XDECREF(r.payload)
+            Py_XDECREF(r.feed)
+        self.q_len = 0
+        if self.results is not None:
+            del self.results[:]
+        if self.evfd >= 0:
+            close(self.evfd)
+            self.evfd = -1
+        if self.epfd >= 0:
+            close(self.epfd)
+            self.epfd = -1
+        self.closed = True
+
+    cdef int _signal(self) except -1:
+        cdef uint64_t one = 1
+        write(self.evfd, &one, sizeof(uint64_t))
+        self.signalled = True
+        return 0
+
+    cdef int _enqueue(self, Request *r) except -1:
+        cdef Py_ssize_t cap, i
+        cdef Request *grown
+        if self.q_len == self.q_cap:
+            cap = self.q_cap * 2 if self.q_cap else 256
+            grown = <Request *>PyMem_Malloc(cap * sizeof(Request))
+            if grown == NULL:
+                Py_XDECREF(r.payload)
+                Py_XDECREF(r.feed)
+                raise MemoryError()
+            for i in range(self.q_len):
+                grown[i] = self.queue[(self.q_head + i) % self.q_cap]
+            PyMem_Free(self.queue)
+            self.queue = grown
+            self.q_cap = cap
+            self.q_head = 0
+        self.queue[(self.q_head + self.q_len) % self.q_cap] = r[0]
+        self.q_len += 1
+        return 0
+
+    cdef int _grow(self) except -1:
+        """Add slots (doubling, up to the window) and put them on the free list."""
+        cdef int cap = self.capacity * 2 if self.capacity else 64
+        cdef int i
+        cdef Slot *slots
+        cdef int *heap
+        if cap > self.window:
+            cap = self.window
+        slots = <Slot *>PyMem_Realloc(self.slots, cap * sizeof(Slot))
+        if slots == NULL:
+            raise MemoryError()
+        self.slots = slots
+        heap = <int *>PyMem_Realloc(self.heap, cap * sizeof(int))
+        if heap == NULL:
+            raise MemoryError()
+        self.heap = heap
+        for i in range(cap - 1, self.capacity - 1, -1):
+            memset(&slots[i], 0, sizeof(Slot))
+            slots[i].fd = -1
+            slots[i].next_free = self.free_head
+            self.free_head = i
+        self.capacity = cap
+        return 0
+
+    cdef int _start(self, Request *r, double now) except -1:
+        """Open, configure and connect one socket; a failure becomes a result, not a raise.
+        Takes over the request's references."""
+        cdef int fd, err, index
+        cdef Slot *slot
+        cdef epoll_event ev
+        if self.free_head < 0:
+            try:
+                self._grow()
+            except MemoryError:
+                Py_XDECREF(r.payload)
+                Py_XDECREF(r.feed)
+                raise
+        fd = socket(r.addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+        if fd < 0:
+            err = errno
+        else:
+            if r.options and _configure(fd, r) < 0:
+                err = errno
+            elif connect(fd, &r.addr.sa, r.addrlen) == 0:
+                err = 0
+            else:
+                err = errno
+                if err == EINPROGRESS:
+                    err = 0
+            if err == 0:
+                index = self.free_head
+                slot = &self.slots[index]
+                ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+                ev.data.u64 = (<uint64_t>slot.gen << 32) | <uint32_t>index
+                if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+                    err = errno
+                else:
+                    self.free_head = slot.next_free
+                    slot.fd = fd
+                    slot.stage = STAGE_CONNECTING
+                    slot.token = r.token
+                    slot.start = now
+                    slot.deadline = now + r.timeout
+                    slot.seq = self.seq
+                    slot.payload = r.payload
+                    slot.sent = 0
+                    slot.left = r.max_bytes
+                    slot.feed = r.feed
+                    slot.buf = NULL
+                    slot.buf_len = 0
+                    slot.buf_cap = 0
+                    self.seq += 1
+                    self.active += 1
+                    self._heap_push(index)
+                    return 0
+            close(fd)
+        Py_XDECREF(r.payload)
+        Py_XDECREF(r.feed)
+        self.results.append((r.token, err, 0.0, STAGE_CONNECTING, b""))
+        return 0
+
+    cdef int _finish(self, int index, int err, double now) except -1:
+        """Close an exchange with a reset, report it, free its slot."""
+        cdef Slot *slot = &self.slots[index]
+        cdef bytes data
+        close_with_reset(slot.fd)
+        if slot.buf_len:
+            data = PyBytes_FromStringAndSize(slot.buf, slot.buf_len)
+        else:
+            data = b""
+        self.results.append((slot.token, err, now - slot.start, slot.stage, data))
+        self._drop_objects(slot)
+        self._heap_remove(slot.heap_pos)
+        slot.fd = -1
+        slot.gen += 1
+        slot.next_free = self.free_head
+        self.free_head = index
+        self.active -= 1
+        return 0
+
+    cdef int _collect(self, double now) except -1:
+        """Move on every exchange epoll has news for."""
+        cdef int n, i, index
+        cdef uint64_t data
+        cdef Slot *slot
+        while True:
+            n = epoll_wait(self.epfd, self.events, MAX_EVENTS, 0)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                raise OSError(errno, os.strerror(errno))
+            for i in range(n):
+                data = self.events[i].data.u64
+                if data == EVENTFD_TAG:
+                    continue
+                index = <int>(data & 0xFFFFFFFFU)
+                if index >= self.capacity:
+                    continue
+                slot = &self.slots[index]
+                if slot.fd < 0 or slot.gen != <uint32_t>(data >> 32):
+                    continue  # an old socket's event: its exchange is already reported
+                self._advance(index, self.events[i].events, now)
+            if n < MAX_EVENTS:
+                return 0
+
+    cdef int _advance(self, int index, uint32_t mask, double now) except -1:
+        """Move one exchange on as far as its socket allows."""
+        cdef Slot *slot = &self.slots[index]
+        cdef int fd = slot.fd
+        cdef int err = 0
+        cdef socklen_t size
+        cdef ssize_t n
+        cdef Py_ssize_t length, want, cap
+        cdef char *grown
+        cdef object chunk
+        cdef object done
+        if slot.stage == STAGE_CONNECTING:
+            if mask & (EPOLLERR | EPOLLHUP):
+                size = sizeof(int)
+                if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &size) < 0:
+                    err = errno
+                if err:
+                    return self._finish(index, err, now)
+            elif not mask & EPOLLOUT:
+                return 0
+            slot.stage = STAGE_CONNECTED
+        length = PyBytes_GET_SIZE(<object>slot.payload)
+        if slot.sent < length:
+            n = send(fd, PyBytes_AS_STRING(<object>slot.payload) + slot.sent,
+                     length - slot.sent, MSG_NOSIGNAL)
+            if n < 0:
+                err = errno
+                if err == EAGAIN or err == EINTR:
+                    return 0  # the next EPOLLOUT edge resumes
+                return self._finish(index, err, now)
+            slot.sent += n
+            if slot.sent < length:
+                return 0
+            mask |= EPOLLIN  # edge-triggered: input may already be waiting
+        if not mask & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP):
+            return 0
+        while True:
+            want = READ_SIZE if slot.left > READ_SIZE else <Py_ssize_t>slot.left
+            n = recv(fd, self.rbuf, want, 0)
+            if n < 0:
+                err = errno
+                if err == EINTR:
+                    continue
+                if err == EAGAIN:
+                    return 0
+                return self._finish(index, err, now)
+            if n == 0:
+                return self._finish(index, 0, now)
+            slot.left -= n
+            if slot.feed != NULL:
+                chunk = PyBytes_FromStringAndSize(self.rbuf, n)
+                try:
+                    done = (<object>slot.feed)(chunk)
+                except Exception:
+                    slot = &self.slots[index]
+                    return self._finish(index, EIO, now)
+                slot = &self.slots[index]  # (feed must not call the engine; be safe anyway)
+                if done:
+                    return self._finish(index, 0, now)
+            else:
+                if slot.buf_len + n > slot.buf_cap:
+                    cap = slot.buf_cap * 2 if slot.buf_cap else 4096
+                    while cap < slot.buf_len + n:
+                        cap *= 2
+                    grown = <char *>PyMem_Realloc(slot.buf, cap)
+                    if grown == NULL:
+                        raise MemoryError()
+                    slot.buf = grown
+                    slot.buf_cap = cap
+                memcpy(slot.buf + slot.buf_len, self.rbuf, n)
+                slot.buf_len += n
+            if slot.left == 0:
+                return self._finish(index, 0, now)
+
+    cdef int _expire(self, double now) except -1:
+        """Report ETIMEDOUT for every exchange whose deadline is at or before ``now``."""
+        cdef int index
+        while self.heap_len:
+            index = self.heap[0]
+            if self.slots[index].deadline > now:
+                return 0
+            self._finish(index, ETIMEDOUT, now)
+        return 0
+
+    # --- indexed binary min-heap of slot indices, keyed by (deadline, seq) ----------------
+
+    cdef inline bint _before(self, int a, int b) noexcept nogil:
+        cdef Slot *x = &self.slots[a]
+        cdef Slot *y = &self.slots[b]
+        return x.deadline < y.deadline or (x.deadline == y.deadline and x.seq < y.seq)
+
+    cdef inline void _place(self, int pos, int index) noexcept nogil:
+        self.heap[pos] = index
+        self.slots[index].heap_pos = pos
+
+    cdef void _sift_up(self, int pos) noexcept nogil:
+        cdef int index = self.heap[pos]
+        cdef int parent
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            if not self._before(index, self.heap[parent]):
+                break
+            self._place(pos, self.heap[parent])
+            pos = parent
+        self._place(pos, index)
+
+    cdef void _sift_down(self, int pos) noexcept nogil:
+        cdef int index = self.heap[pos]
+        cdef int child
+        while True:
+            child = 2 * pos + 1
+            if child >= self.heap_len:
+                break
+            if child + 1 < self.heap_len and self._before(self.heap[child + 1], self.heap[child]):
+                child += 1
+            if not self._before(self.heap[child], index):
+                break
+            self._place(pos, self.heap[child])
+            pos = child
+        self._place(pos, index)
+
+    cdef void _heap_push(self, int index) noexcept nogil:
+        self._place(self.heap_len, index)
+        self.heap_len += 1
+        self._sift_up(self.heap_len - 1)
+
+    cdef void _heap_remove(self, int pos) noexcept nogil:
+        cdef int last
+        self.heap_len -= 1
+        if pos == self.heap_len:
+            return
+        last = self.heap[self.heap_len]
+        self._place(pos, last)
+        if pos > 0 and self._before(last, self.heap[(pos - 1) >> 1]):
+            self._sift_up(pos)
+        else:
+            self._sift_down(pos)

@@ -1,0 +1,385 @@
+"""Pure-Python twin: batched non-blocking request/response exchanges over TCP (HTTP_GET's
+hot path): connect, send a payload, read the answer.
+
+Owns: the sockets and the epoll instance of its exchanges in flight, the bounded in-flight
+window, the FIFO queue of exchanges waiting for a slot, and the deadline queues. Its
+compiled twin ``exchange_c.pyx`` must behave identically (same API, same results, same
+exceptions); the test suite runs both.
+Must not: read a clock (time comes in as ``now``, monotonic seconds), block, parse what it
+reads (the caller's ``feed`` does), decide health, or be imported directly outside tests
+and benches (import ``fastcheck._ext.exchange``).
+
+Rules both twins follow (the connect rules are ``tcpconnect_py``'s, listed there: window
+and FIFO queue, argument validation and its exceptions, bind/interface/fwmark options,
+set-up failures as results of latency 0 reported by the next ``poll``):
+
+- An exchange connects, sends ``payload`` whole, then reads until one of: the server
+  closes (EOF), ``feed(chunk)`` returns a true value (the caller's "complete response"
+  rule), or ``max_bytes`` bytes have been read. Each of these ends it with errno 0.
+- Without ``feed``, the bytes read (at most ``max_bytes``) come back in the result; with
+  ``feed``, every chunk goes to ``feed`` as it arrives (in order; each call gets new bytes
+  only, never more than ``max_bytes`` in all) and the result's data is ``b""``. An
+  exception from ``feed`` ends the exchange with ``EIO``; ``feed`` must not call the engine.
+- ``timeout_s`` bounds the whole exchange, from its start (connect) to its end:
+  ``ETIMEDOUT`` when it has not ended by ``start + timeout_s``.
+- ``poll(now)`` returns ``(token, errno, latency_s, stage, data)`` per finished exchange:
+  ``stage`` is ``CONNECTING`` (0) when the connect never completed (errno is the connect's,
+  or ``ETIMEDOUT``), ``CONNECTED`` (1) when it had (errno 0, or what send/recv said, or
+  ``ETIMEDOUT``, or ``EIO`` for a ``feed`` that raised).
+- Every socket is closed with a reset (``SO_LINGER`` 0): no TIME_WAIT is left behind, and a
+  server still sending is cut off.
+- Sockets are registered edge-triggered for input and output. The pure twin unregisters a
+  socket before closing it; the compiled twin tags each registration with a slot
+  generation instead, so a descriptor kept alive by a forked child can never answer for a
+  later exchange.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+from errno import EINPROGRESS, EIO, ETIMEDOUT
+from types import TracebackType
+from typing import Any
+
+from fastcheck._ext.tcpconnect_py import (
+    MAX_WINDOW,
+    _close_with_reset,
+    _configure,
+    _family,
+    _integer,
+    _Options,
+    _options,
+    _seconds,
+)
+
+__all__ = ["CONNECTED", "CONNECTING", "MAX_READ", "ExchangeEngine"]
+
+CONNECTING = 0
+CONNECTED = 1
+MAX_READ = 65536  # bytes asked of one recv
+MAX_BYTES_LIMIT = (1 << 62)  # max_bytes upper bound (any larger value is a mistake)
+
+_SOCK_TYPE = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+_AF_INET = socket.AF_INET
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_ERROR = socket.SO_ERROR
+_EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+_READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP
+_FAILED = select.EPOLLERR | select.EPOLLHUP
+_MAX_EVENTS = 512
+_TOKEN_MIN, _TOKEN_MAX = -(2**63), 2**63 - 1
+
+Feed = Callable[[bytes], object]
+Result = tuple[int, int, float, int, bytes]
+# An exchange not yet started: token, family, target, timeout, options, payload,
+# max_bytes, feed.
+_Request = tuple[int, int, tuple[Any, ...], float, "_Options | None", bytes, int, "Feed | None"]
+
+
+class _Exchange:
+    __slots__ = ("data", "deadline", "feed", "left", "payload", "seq", "sock", "stage",
+                 "start", "timeout", "token")
+
+    def __init__(self, sock: socket.socket, token: int, start: float, timeout: float,
+                 seq: int, payload: bytes, left: int, feed: Feed | None) -> None:
+        self.sock = sock
+        self.token = token
+        self.start = start
+        self.timeout = timeout
+        self.deadline = start + timeout
+        self.seq = seq
+        self.payload: bytes | memoryview = payload
+        self.left = left  # bytes that may still be read
+        self.feed = feed
+        self.data = bytearray() if feed is None else None
+        self.stage = CONNECTING
+
+
+class ExchangeEngine:
+    """Batched non-blocking TCP request/response exchanges over one epoll (see module doc)."""
+
+    __slots__ = ("_checks", "_closed", "_deadlines", "_epoll", "_eventfd", "_max_in_flight",
+                 "_queue", "_results", "_seq", "_signalled")
+
+    def __init__(self, max_in_flight: int = 4096) -> None:
+        self._closed = True  # until every resource exists, so close() is always safe
+        self._max_in_flight = _integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
+        self._checks: dict[int, _Exchange] = {}
+        self._seq = 0
+        # timeout -> {fd: deadline}, in start order (see tcpconnect_py)
+        self._deadlines: dict[float, dict[int, float]] = {}
+        self._queue: deque[_Request] = deque()
+        self._results: list[Result] = []
+        self._signalled = False
+        self._epoll = select.epoll()
+        try:
+            self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except BaseException:
+            self._epoll.close()
+            raise
+        self._epoll.register(self._eventfd, select.EPOLLIN)
+        self._closed = False
+
+    # --- public API --------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The engine's epoll descriptor: readable when ``poll`` may have results."""
+        self._check_open()
+        return self._epoll.fileno()
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._max_in_flight
+
+    @property
+    def in_flight(self) -> int:
+        """Exchanges started and not yet finished."""
+        return len(self._checks)
+
+    @property
+    def queued(self) -> int:
+        """Exchanges waiting for a free slot in the window."""
+        return len(self._queue)
+
+    def submit(
+        self,
+        token: int,
+        address: str,
+        port: int,
+        payload: bytes,
+        timeout_s: float,
+        now: float,
+        max_bytes: int = MAX_READ,
+        feed: Feed | None = None,
+        bind_address: str | None = None,
+        bind_port: int | None = None,
+        bind_interface: str | None = None,
+        fwmark: int | None = None,
+    ) -> None:
+        """Start (or queue, when the window is full) an exchange with ``address:port``."""
+        self._check_open()
+        token = _integer(token, "token", _TOKEN_MIN, _TOKEN_MAX)
+        if not isinstance(address, str):
+            raise TypeError(f"address must be str, not {type(address).__name__}")
+        family = _family(address, "address")
+        port = _integer(port, "port", 1, 0xFFFF)
+        if not isinstance(payload, bytes):
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        timeout = _seconds(timeout_s, "timeout_s", minimum=0.0)
+        now = _seconds(now, "now")
+        limit = _integer(max_bytes, "max_bytes", 1, MAX_BYTES_LIMIT)
+        if feed is not None and not callable(feed):
+            raise TypeError(f"feed must be callable, not {type(feed).__name__}")
+        if bind_address is None and bind_port is None and bind_interface is None \
+                and fwmark is None:  # fmt: skip
+            options = None
+        else:
+            options = _options(family, bind_address, bind_port, bind_interface, fwmark)
+        target = (address, port) if family == _AF_INET else (address, port, 0, 0)
+        request = (token, family, target, timeout, options, payload, limit, feed)
+        if len(self._checks) >= self._max_in_flight:
+            self._queue.append(request)
+            return
+        self._start(request, now)
+        if self._results and not self._signalled:
+            os.eventfd_write(self._eventfd, 1)
+            self._signalled = True
+
+    def poll(self, now: float) -> list[Result]:
+        """Exchanges finished since the last poll, as ``(token, errno, latency_s, stage,
+        data)``; never blocks."""
+        self._check_open()
+        now = _seconds(now, "now")
+        self._collect(now)
+        self._expire(now)
+        queue = self._queue
+        checks = self._checks
+        limit = self._max_in_flight
+        while queue and len(checks) < limit:
+            self._start(queue.popleft(), now)
+        if self._signalled:
+            with suppress(BlockingIOError):
+                os.eventfd_read(self._eventfd)
+            self._signalled = False
+        results = self._results
+        self._results = []
+        return results
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline among exchanges in flight, or None when none is."""
+        earliest = None
+        for group in self._deadlines.values():
+            for deadline in group.values():
+                if earliest is None or deadline < earliest:
+                    earliest = deadline
+                break
+        return earliest
+
+    def close(self) -> None:
+        """Reset every exchange in flight, drop the queue, release the descriptors.
+        Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for check in self._checks.values():
+            _close_with_reset(check.sock)
+        self._checks.clear()
+        self._deadlines.clear()
+        self._queue.clear()
+        self._results.clear()
+        self._epoll.close()
+        os.close(self._eventfd)
+
+    def __enter__(self) -> ExchangeEngine:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:  # at interpreter exit module globals may be gone
+            if not self._closed:
+                self.close()
+        except Exception:
+            pass
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("ExchangeEngine is closed")
+
+    def _start(self, request: _Request, now: float) -> None:
+        """Open, configure and connect one socket; a failure becomes a result."""
+        token, family, target, timeout, options, payload, limit, feed = request
+        try:
+            sock = socket.socket(family, _SOCK_TYPE)
+        except OSError as exc:
+            self._results.append((token, exc.errno or 0, 0.0, CONNECTING, b""))
+            return
+        try:
+            if options is not None:
+                _configure(sock, options)
+            err = sock.connect_ex(target)
+            if err in (0, EINPROGRESS):
+                fd = sock.fileno()
+                self._epoll.register(fd, _EVENTS)  # reports the current state at once
+                self._checks[fd] = _Exchange(sock, token, now, timeout, self._seq,
+                                             payload, limit, feed)
+                self._seq += 1
+                group = self._deadlines.get(timeout)
+                if group is None:
+                    group = self._deadlines[timeout] = {}
+                group[fd] = now + timeout
+                return
+        except OSError as exc:
+            err = exc.errno or 0
+        sock.close()
+        self._results.append((token, err, 0.0, CONNECTING, b""))
+
+    def _finish(self, fd: int, check: _Exchange, err: int, now: float) -> None:
+        del self._checks[fd]
+        group = self._deadlines[check.timeout]
+        del group[fd]
+        if not group:
+            del self._deadlines[check.timeout]
+        self._epoll.unregister(fd)  # first: a descriptor shared with a forked child
+        _close_with_reset(check.sock)
+        data = b"" if check.data is None else bytes(check.data)
+        self._results.append((check.token, err, now - check.start, check.stage, data))
+
+    def _collect(self, now: float) -> None:
+        epoll_poll = self._epoll.poll
+        checks = self._checks
+        while True:
+            events = epoll_poll(0, _MAX_EVENTS)
+            for fd, mask in events:
+                check = checks.get(fd)
+                if check is not None:
+                    self._advance(fd, check, mask, now)
+            if len(events) < _MAX_EVENTS:
+                break
+
+    def _advance(self, fd: int, check: _Exchange, mask: int, now: float) -> None:
+        """Move one exchange on as far as its socket allows."""
+        sock = check.sock
+        if check.stage == CONNECTING:
+            if mask & _FAILED:
+                try:
+                    err = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+                except OSError as exc:
+                    err = exc.errno or 0
+                if err:
+                    self._finish(fd, check, err, now)
+                    return
+            elif not mask & select.EPOLLOUT:
+                return
+            check.stage = CONNECTED
+        if check.payload:
+            try:
+                sent = sock.send(check.payload)
+            except BlockingIOError:
+                return  # the next EPOLLOUT edge resumes
+            except OSError as exc:
+                self._finish(fd, check, exc.errno or 0, now)
+                return
+            check.payload = memoryview(check.payload)[sent:]
+            if check.payload:
+                return
+            mask |= select.EPOLLIN  # edge-triggered: input may already be waiting
+        if not mask & _READABLE:
+            return
+        feed = check.feed
+        while True:
+            try:
+                chunk = sock.recv(min(MAX_READ, check.left))
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._finish(fd, check, exc.errno or 0, now)
+                return
+            if not chunk:
+                self._finish(fd, check, 0, now)
+                return
+            check.left -= len(chunk)
+            if feed is not None:
+                try:
+                    done = feed(chunk)
+                except Exception:
+                    self._finish(fd, check, EIO, now)
+                    return
+                if done:
+                    self._finish(fd, check, 0, now)
+                    return
+            else:
+                check.data += chunk  # type: ignore[operator]
+            if not check.left:
+                self._finish(fd, check, 0, now)
+                return
+
+    def _expire(self, now: float) -> None:
+        """Report ETIMEDOUT for every exchange whose deadline is at or before ``now``, in
+        deadline order (ties: start order), as the compiled twin's heap does."""
+        deadlines = self._deadlines
+        expired: list[tuple[float, int]] = []
+        groups = 0
+        for group in deadlines.values():
+            first = len(expired)
+            for fd, deadline in group.items():
+                if deadline > now:
+                    break
+                expired.append((deadline, fd))
+            groups += len(expired) > first
+        if not expired:
+            return
+        checks = self._checks
+        if groups > 1:
+            expired.sort(key=lambda item: (item[0], checks[item[1]].seq))
+        for _, fd in expired:
+            self._finish(fd, checks[fd], ETIMEDOUT, now)
