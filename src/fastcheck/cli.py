@@ -48,7 +48,7 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 # parser and sets `handler=fn(args, out, err) -> exit status` as a default. Keep their
 # top-level imports light: every command line imports them all.
 COMMAND_MODULES: tuple[str, ...] = ("fastcheck.doctor", "fastcheck.genhash",
-                                    "fastcheck.statuscmd")
+                                    "fastcheck.statuscmd", "fastcheck.bench.command")
 
 
 def _add_file_options(parser: argparse.ArgumentParser) -> None:
