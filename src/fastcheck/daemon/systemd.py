@@ -15,13 +15,16 @@ second "keeping up" judgement (`pace.PaceJudge` is the one).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import struct
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from fastcheck.model import RsKey
 
 from .observe import Observer
 from .pace import DEFAULT_STALL_S, PaceJudge
@@ -135,15 +138,33 @@ def _rounded(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def summary_line(runtime: Runtime, checks_per_s: float, lag_p99_s: float) -> str:
-    """One line: "N/M real servers up, S services, X checks/s, lag p99 Y ms"."""
-    snapshot = runtime.health.snapshot()
+def _real_servers_up(runtime: Runtime) -> tuple[int, int, int]:
+    """(up, total, virtual servers): through `real_server_up` when the health layer has
+    it (20,000 real servers: about 8 ms, against 140 ms for a snapshot), else from
+    its snapshot."""
+    health: Any = runtime.health
+    is_up = getattr(health, "real_server_up", None)
+    if callable(is_up):
+        up = total = 0
+        for vs in runtime.config.virtual_servers:
+            vs_key = vs.key
+            for rs in vs.real_servers:
+                total += 1
+                with contextlib.suppress(KeyError):  # unknown to health: counted, not up
+                    up += bool(is_up(RsKey(vs_key, rs.address, rs.port)))
+        return up, total, len(runtime.config.virtual_servers)
+    snapshot = health.snapshot()
     up = total = 0
     for vs in snapshot.get("virtual_servers", ()):
         for rs in vs.get("real_servers", ()):
             total += 1
             up += bool(rs.get("up"))
-    services = len(snapshot.get("virtual_servers", ()))
+    return up, total, len(snapshot.get("virtual_servers", ()))
+
+
+def summary_line(runtime: Runtime, checks_per_s: float, lag_p99_s: float) -> str:
+    """One line: "N/M real servers up, S services, X checks/s, lag p99 Y ms"."""
+    up, total, services = _real_servers_up(runtime)
     return (f"{up}/{total} real servers up, {services} services, "
             f"{_rounded(checks_per_s)} checks/s, lag p99 {lag_p99_s * 1000:.0f} ms")
 
