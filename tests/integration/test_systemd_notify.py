@@ -107,7 +107,7 @@ def test_run_under_a_fake_systemd(tmp_path: Path, listener: int,
     seen: list[Message] = []
     try:
         ready = wait_for(sock, seen, lambda m: "READY" in m)
-        assert ready["READY"] == "1"
+        assert ready["READY"] == "1" and seen == [ready]  # nothing before READY=1
         assert ready["STATUS"].startswith("1/1 real servers up, 1 services, ")
         assert (tmp_path / "pid").exists()  # READY comes after the start, not before
         for _ in range(3):  # pinged again and again while probes start on time
