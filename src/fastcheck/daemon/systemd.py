@@ -229,7 +229,7 @@ class SystemdObserver(Observer):
 
     def stopping(self, runtime: Runtime) -> None:
         self._cancel()
-        self.notify.send("STOPPING=1", "STATUS=stopping: releasing IPVS services", wait=True)
+        self.notify.send("STOPPING=1", "STATUS=stopping", wait=True)
 
     async def close(self) -> None:
         self._cancel()
