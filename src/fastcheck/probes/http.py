@@ -50,7 +50,7 @@ from collections.abc import Callable
 from typing import cast
 
 from fastcheck.errors import ProbeError
-from fastcheck.model import Check, CheckKind, HttpParams, SslConfig
+from fastcheck.model import Check, CheckKind, HttpParams, SslConfig, Target
 from fastcheck.probes.httpwire import (
     DEFAULT_MAX_BODY_BYTES,
     RegexUnsupported,
@@ -156,6 +156,19 @@ class HttpProbe:
         if check.kind is CheckKind.HTTPS:
             self._tls = tls_context if tls_context is not None else client_context(ssl)
 
+    @property
+    def target(self) -> Target:
+        return self._target
+
+    @property
+    def timeout_s(self) -> float:
+        """The bound of one url's whole fetch (connect_timeout)."""
+        return self._timeout_s
+
+    @property
+    def uses_tls(self) -> bool:
+        return self._tls is not None
+
     async def run(self, *, loop_time: Callable[[], float] | None = None) -> ProbeResult:
         """Fetch every url in order; the first failure is the result.
 
@@ -204,6 +217,12 @@ class HttpProbe:
             if transport is not None:
                 transport.abort()
             sock.close()
+
+
+def failure_of(phase: str, exc: BaseException) -> Verdict:
+    """The verdict of a fetch that ended with ``exc`` in ``phase`` ("connect", "tls" or
+    "response"); shared with the batched prober (probes/httpbatch.py)."""
+    return _failure_of(phase, exc)
 
 
 def _failure_of(phase: str, exc: BaseException) -> Verdict:

@@ -1,9 +1,10 @@
 """Starts planned probes by id and hands back their results: the probe engine's front door.
 
-Owns: one prepared prober per probe of a `ProbePlan` — the batched engines for TCP and
-ICMP (`TcpProber`, `PingProber`: one socket set for all targets), a prepared probe object
-run as one task per start for the conversation checks (HTTP/HTTPS, SMTP, DNS, UDP, MISC,
-FILE) — and the rule that a probe never runs twice at once. Results go to one callback
+Owns: one prepared prober per probe of a `ProbePlan` — the batched engines for TCP, ICMP
+and plain-HTTP HTTP_GET (`TcpProber`, `PingProber`, `HttpBatchProber`: one socket set for
+all targets), a prepared probe object run as one task per start for the other conversation
+checks (SSL_GET, SMTP, DNS, UDP, MISC, FILE, and HTTP_GET to an IPv6 link-local target) —
+and the rule that a probe never runs twice at once. Results go to one callback
 as `(probe_id, ProbeResult)`.
 Must not: schedule (scheduler.py decides when), decide health (health/), or read the
 clock except through the loop.
@@ -86,6 +87,7 @@ class ProbeRunner:
         self._batched: set[int] = set()
         self._tcp: Any = None
         self._ping: Any = None
+        self._http: Any = None
         self._tls: Any = None  # one TLS client context per configuration, for every SSL_GET
         self.update(plan, config)
 
@@ -115,8 +117,27 @@ class ProbeRunner:
         elif check.kind is CheckKind.PING:
             self._ping_prober().start(probe_id, check.target, check.connect_timeout_s)
             self._batched.add(probe_id)
+        elif check.kind is CheckKind.HTTP and self._start_http(probe_id, check):
+            self._batched.add(probe_id)
         else:
             self._tasks[probe_id] = self._loop.create_task(self._converse(probe_id, check))
+
+    def _start_http(self, probe_id: int, check: Check) -> bool:
+        """Start a plain HTTP_GET on the batched prober; False when it must run as a task
+        (a probe that cannot be prepared reports its LOCAL failure from there)."""
+        from fastcheck.probes.httpbatch import batchable
+
+        probe = self._prepared.get(probe_id)
+        if probe is None:
+            try:
+                probe = self._prepared[probe_id] = _conversation(check, self._config,
+                                                                 self._tls_context)
+            except ProbeError:
+                return False
+        if not batchable(probe):  # type: ignore[arg-type]
+            return False
+        self._http_prober().start(probe_id, probe)
+        return True
 
     def _tls_context(self) -> Any:
         """The SSL block's client context, built once per configuration (files read once)."""
@@ -132,6 +153,13 @@ class ProbeRunner:
 
             self._tcp = TcpProber(self._loop, self._batched_result)
         return self._tcp
+
+    def _http_prober(self) -> Any:
+        if self._http is None:
+            from fastcheck.probes.httpbatch import HttpBatchProber
+
+            self._http = HttpBatchProber(self._loop, self._batched_result)
+        return self._http
 
     def _ping_prober(self) -> Any:
         if self._ping is None:
@@ -164,7 +192,7 @@ class ProbeRunner:
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
-        for prober in (self._tcp, self._ping):
+        for prober in (self._tcp, self._ping, self._http):
             if prober is not None:
                 prober.close()
         self._batched.clear()
