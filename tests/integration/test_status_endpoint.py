@@ -6,6 +6,7 @@ loopback real servers: one listening (up), one closed port (refused → down).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import signal
@@ -18,11 +19,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastcheck.cli import main
+from fastcheck.daemon.status import StatusServer
 
 CONFIG = """
 virtual_server 10.0.0.1 80 {{
@@ -270,3 +274,76 @@ def test_non_loopback_listen_needs_allow_remote(tmp_path: Path) -> None:
     assert code == 2
     assert "not a loopback address" in err.getvalue()
     assert "--status-allow-remote" in err.getvalue()
+
+
+# ------------------------------------------------------- the server alone, on both loops
+
+
+class _Runtime:
+    """Just what the endpoint reads (the daemon tests above use the real Runtime)."""
+
+    def __init__(self) -> None:
+        from fastcheck.daemon.app import Counters
+        from fastcheck.daemon.engine import EngineStats
+
+        self.loop = asyncio.get_running_loop()
+        self.engine = SimpleNamespace(stats=lambda: EngineStats(1, 1, 0, 0, 0))
+        self.counters = Counters()
+        self.started_at = 0.0
+        self.health = SimpleNamespace(snapshot=lambda: {"virtual_servers": []})
+
+    def status(self) -> dict[str, Any]:
+        return {"pid": 7, "virtual_servers": []}
+
+
+async def _exchange(port: int, data: bytes, host: str = "127.0.0.1") -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(data)
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+def test_server_on_either_loop_answers_and_times_out_idle_clients(run) -> None:
+    async def scenario() -> None:
+        port = free_port()
+        server = StatusServer("127.0.0.1", port, read_timeout_s=0.2, max_clients=2)
+        await server.open(_Runtime())  # type: ignore[arg-type]
+        try:
+            server.started(server.runtime)  # type: ignore[arg-type]
+            answer = await _exchange(port, b"GET /status HTTP/1.0\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"pid": 7,
+                                                                  "virtual_servers": []}
+            idle = await _exchange(port, b"GET /sta")  # never finishes its head
+            assert idle.startswith(b"HTTP/1.1 408 ")
+            assert (await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    ).endswith(b"\r\n\r\nok\n")
+        finally:
+            await server.close()
+        with pytest.raises(OSError):  # closed: nothing listens any more
+            await _exchange(port, b"GET / HTTP/1.0\r\n\r\n")
+
+    run(scenario())
+
+
+def test_server_on_ipv6_loopback(run) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+
+    async def scenario() -> None:
+        with socket.socket(socket.AF_INET6) as probe:
+            try:
+                probe.bind(("::1", 0))
+            except OSError as error:
+                pytest.skip(f"::1 is not usable here: {error}")
+            port = probe.getsockname()[1]
+        server = StatusServer("::1", port)
+        await server.open(_Runtime())  # type: ignore[arg-type]
+        try:
+            answer = await _exchange(port, b"GET /nothing HTTP/1.1\r\n\r\n", host="::1")
+            assert answer.startswith(b"HTTP/1.1 404 ")
+        finally:
+            await server.close()
+
+    run(scenario())

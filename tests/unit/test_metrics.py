@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -55,6 +56,10 @@ class FakeRuntime:
         return {"pid": 1, **SNAPSHOT}
 
 
+def respond(server: StatusServer, method: str, target: str) -> Any:
+    return asyncio.run(server.respond(method, target))
+
+
 def samples(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     found = {}
     for family in text_string_to_metric_families(text.decode()):
@@ -99,9 +104,9 @@ def test_server_healthz_route_uses_its_judge() -> None:
     server._started = True
     server.judge.look(0.0, stats([]))
     server.judge.look(5.0, stats([1.0] * 50))
-    assert server.respond("GET", "/healthz").status == 503
+    assert respond(server, "GET", "/healthz").status == 503
     server.judge.look(10.0, stats([1.0] * 50 + [0.001] * 50, started=100))
-    assert server.respond("GET", "/healthz?verbose=1").status == 200
+    assert respond(server, "GET", "/healthz?verbose=1").status == 200
 
 
 # ----------------------------------------------------------------------------- routes
@@ -110,12 +115,12 @@ def test_server_healthz_route_uses_its_judge() -> None:
 def test_routes_status_metrics_and_errors() -> None:
     server = StatusServer()
     server.runtime = FakeRuntime(stats([0.002]))  # type: ignore[assignment]
-    status = server.respond("GET", "/status")
+    status = respond(server, "GET", "/status")
     assert status.status == 200 and json.loads(status.body)["pid"] == 1
-    metrics = server.respond("GET", "/metrics")
+    metrics = respond(server, "GET", "/metrics")
     assert metrics.content_type.startswith("text/plain; version=0.0.4")
-    assert server.respond("GET", "/other").status == 404
-    refused = server.respond("DELETE", "/status")
+    assert respond(server, "GET", "/other").status == 404
+    refused = respond(server, "DELETE", "/status")
     assert refused.status == 405 and ("Allow", "GET, HEAD") in refused.headers
     head = status.encode(head_only=True)
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")

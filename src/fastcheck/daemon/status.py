@@ -21,6 +21,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,10 @@ class Response:
         return head if head_only else head + self.body
 
 
+def _json(document: Any) -> bytes:
+    return json.dumps(document, indent=1, default=str).encode() + b"\n"
+
+
 def _text(status: int, text: str, *headers: tuple[str, str]) -> Response:
     return Response(status, TEXT, (text + "\n").encode(), headers)
 
@@ -129,6 +134,7 @@ class StatusServer(Observer):
         self._server: asyncio.AbstractServer | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._render_lock = asyncio.Lock()
         self._started = False
         self._stopping = False
 
@@ -207,8 +213,10 @@ class StatusServer(Observer):
 
     # ------------------------------------------------------------------ routes
 
-    def respond(self, method: str, target: str) -> Response:
-        """The response to `method target` (pure routing over the runtime's views)."""
+    async def respond(self, method: str, target: str) -> Response:
+        """The response to `method target`. The state is copied on the loop; large bodies
+        (/metrics, /status at thousands of servers) are formatted in a worker thread, one
+        at a time, so probes keep starting on time meanwhile."""
         if method not in ("GET", "HEAD"):
             return _text(405, f"{method} is not allowed here", ("Allow", "GET, HEAD"))
         path = target.split("?", 1)[0]
@@ -220,15 +228,21 @@ class StatusServer(Observer):
             # 0.0.4: every name is a legacy one, understood by Prometheus 2 and 3 alike
             from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-            return Response(200, CONTENT_TYPE_PLAIN_0_0_4, self.metrics.exposition())
+            scrape = self.metrics.capture()
+            body = await self._off_loop(self.metrics.render, scrape)
+            return Response(200, CONTENT_TYPE_PLAIN_0_0_4, body)
         if path == "/status":
             if runtime is None:
                 return _text(503, "starting")
-            body = json.dumps(runtime.status(), indent=1, default=str).encode()
-            return Response(200, "application/json", body + b"\n")
+            body = await self._off_loop(_json, runtime.status())  # a fresh copy
+            return Response(200, "application/json", body)
         if path == "/":
             return _text(200, "fastcheck: /metrics /status /healthz")
         return _text(404, f"{path} not found; try /metrics, /status or /healthz")
+
+    async def _off_loop(self, render: Callable[[Any], bytes], data: Any) -> bytes:
+        async with self._render_lock:
+            return await asyncio.get_running_loop().run_in_executor(None, render, data)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -266,7 +280,7 @@ class StatusServer(Observer):
             return
         method, target = parts[0], parts[1]
         try:
-            response = self.respond(method, target)
+            response = await self.respond(method, target)
         except Exception:
             log.exception("status endpoint: %s %s failed", method, target)
             response = _text(500, "internal error; see the daemon's log")
