@@ -9,7 +9,9 @@ Must not: hold daemon state (the Runtime does) or parse arguments (cli.py does).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import resource
 import signal
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -23,6 +25,8 @@ from fastcheck.probeplan import ProbePlan
 from .app import EngineFactory, Health, HealthCarry, HealthFactory, Options, Runtime
 from .observe import Observer
 from .systemd import observer_from_environment
+
+log = logging.getLogger("fastcheck")
 
 SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
@@ -57,6 +61,21 @@ def load_health(options: Any = None) -> tuple[HealthFactory, HealthCarry]:
     return create, carry
 
 
+def raise_open_files_limit() -> int:
+    """Raises the soft RLIMIT_NOFILE to the hard one (one socket per probe in flight at
+    tens of thousands of real servers); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as error:
+        log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, error)
+        return soft
+    log.debug("open-files limit raised from %d to %d", soft, hard)
+    return hard
+
+
 def run_daemon(options: Options, backend: IpvsBackend, config: Config,
                health_factory: HealthFactory, health_carry: HealthCarry, *,
                install_signals: bool = True,
@@ -69,6 +88,7 @@ def run_daemon(options: Options, backend: IpvsBackend, config: Config,
     Under systemd (`NOTIFY_SOCKET` in `environ`, default `os.environ`) a
     `systemd.SystemdObserver` joins `observers`: READY/RELOADING/STOPPING, STATUS, watchdog.
     """
+    raise_open_files_limit()
     notifying = observer_from_environment(os.environ if environ is None else environ)
     if notifying is not None:
         observers = [*observers, notifying]
