@@ -18,7 +18,8 @@ import sys
 from typing import Any, TextIO
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-HTTP_WINDOW = 1024  # sockets beyond the targets: engine windows, listeners, the loop
+FD_RESERVE = 1024  # descriptors beyond the probes' sockets: listeners, the loop, pipes
+TCP_WINDOW = 4096  # the batched TCP engine's own in-flight window
 DEFAULT_DURATION_S = 10.0
 
 
@@ -112,6 +113,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sizing-interval", type=_positive(float), default=None,
                         metavar="S", help="interval the sizing answer is for (default: "
                                           "--interval, or 1 s)")
+    parser.add_argument("--max-in-flight", type=_positive(int), default=None, metavar="N",
+                        help="the engine's limit on probes running at once (the daemon's "
+                             "max_in_flight; default none, or what the open-files limit "
+                             "allows)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--plot", metavar="FILE.png", default=None,
                         help="draw checks/s and lag against the number of targets (a sweep; "
@@ -163,21 +168,28 @@ def _preflight(args: argparse.Namespace) -> None:
                              f"this host: use --workers {cpus} or fewer")
 
 
-def _open_files(needed: int) -> None:
+def _open_files(needed: int, asked: int | None) -> int | None:
+    """Raises the open-files limit towards `needed` (sockets the engine may hold at once);
+    returns the in-flight limit for the engine: `asked`, or one that fits the limit."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return
     if hard != resource.RLIM_INFINITY and hard < needed:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
-            return
+            return asked
         except (ValueError, OSError):
-            raise BenchError(f"the run needs about {needed:,} open files but the limit is "
-                             f"{hard:,}: raise it (ulimit -n {needed}) or lower "
-                             "--targets") from None
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+            pass
+        room = hard - FD_RESERVE
+        if room < 64:
+            raise BenchError(f"the open-files limit ({hard:,}) is too low for a bench: "
+                             f"raise it (ulimit -n {needed})")
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return room if asked is None else min(asked, room)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return asked
 
 
 def _progress_printer(err: TextIO, quiet: bool) -> Any:
@@ -214,7 +226,11 @@ def _one_run(args: argparse.Namespace, count: int, err: TextIO) -> tuple[Any, An
         raise BenchError("ping checks need CAP_NET_RAW (a raw ICMP socket) and this process "
                          "lacks it: run as root, or grant it with `setcap cap_net_raw+ep "
                          f"{os.path.realpath(sys.executable)}`, or use --check tcp|http")
-    _open_files(count + 4096 + HTTP_WINDOW)
+    conversations = split.get(layout.Kind.HTTP, (0, 0))[0]  # one socket per HTTP probe
+    per_worker = -(-conversations // args.workers)
+    max_in_flight = _open_files(per_worker + TCP_WINDOW + FD_RESERVE, args.max_in_flight)
+    if max_in_flight is not None and args.workers > 1:
+        max_in_flight *= args.workers  # the engine's limit is daemon-wide
     failing = sum(bad for _, bad in split.values())
     with TargetSet() as target_set:
         try:
@@ -234,7 +250,7 @@ def _one_run(args: argparse.Namespace, count: int, err: TextIO) -> tuple[Any, An
                    CheckKind.PING: layout.Kind.PING}
         kinds = {pid: kind_of[probe.key.kind] for pid, probe in plan.probes.items()}
         spec = report.RunSpec(args.check, count, failing, args.interval,
-                              args.servers if ports.http else 0)
+                              args.servers if ports.http else 0, max_in_flight)
         if not args.quiet:
             print(f"fastcheck bench: {args.check} x {count:,} targets, {args.duration:g} s, "
                   f"{args.workers} worker(s)…", file=err, flush=True)
@@ -247,6 +263,7 @@ def _one_run(args: argparse.Namespace, count: int, err: TextIO) -> tuple[Any, An
             try:
                 return await measure.run(
                     config, plan, kinds, duration_s=args.duration, workers=args.workers,
+                    max_in_flight=max_in_flight,
                     server_pids=target_set.server_pids(), stop=stop,
                     progress=_progress_printer(err, args.quiet))
             finally:

@@ -130,18 +130,22 @@ def _engine_cpu(workers: Iterable[int]) -> tuple[float, float]:
 
 
 def _make_engine(loop: asyncio.AbstractEventLoop, plan: ProbePlan, config: Config,
-                 on_result: Callable[[int, ProbeResult], None], workers: int) -> object:
+                 on_result: Callable[[int, ProbeResult], None], workers: int,
+                 max_in_flight: int | None) -> object:
     if workers == 1:
         from fastcheck.daemon.engine import LocalEngine
 
-        return LocalEngine(loop, plan, config, on_result, bootstrap_s=0.0)
+        return LocalEngine(loop, plan, config, on_result, bootstrap_s=0.0,
+                           max_in_flight=max_in_flight)
     from fastcheck.daemon.workers import make_engine  # may be absent: the caller checks
 
-    return make_engine(loop, plan, config, on_result, workers=workers)
+    return make_engine(loop, plan, config, on_result, workers=workers, bootstrap_s=0.0,
+                       max_in_flight=max_in_flight)
 
 
 async def run(config: Config, plan: ProbePlan, kinds: dict[int, Kind], *, duration_s: float,
               workers: int, server_pids: Iterable[int], stop: asyncio.Event,
+              max_in_flight: int | None = None,
               progress: Callable[[Progress], None] | None = None) -> RunResult:
     """Runs the engine over `plan` for `duration_s` (or until `stop` is set)."""
     loop = asyncio.get_running_loop()
@@ -169,14 +173,16 @@ async def run(config: Config, plan: ProbePlan, kinds: dict[int, Kind], *, durati
         record(result.latency_s)
         engine.accept(probe_id)  # type: ignore[attr-defined]
 
-    engine = _make_engine(loop, plan, config, on_result, workers)
+    engine = _make_engine(loop, plan, config, on_result, workers, max_in_flight)
     servers = set(server_pids)
-    worker_pids = [pid for pid in _children(os.getpid()) if pid not in servers]
-    user0, system0 = _engine_cpu(worker_pids)
-    servers_cpu0 = sum(sum(_cpu(pid)) for pid in servers)
     started = time.perf_counter()
     engine.start(plan)  # type: ignore[attr-defined]
     try:
+        # Worker processes (if any) exist once the engine started; their start-up CPU
+        # before this reading is not counted.
+        worker_pids = [pid for pid in _children(os.getpid()) if pid not in servers]
+        user0, system0 = _engine_cpu(worker_pids)
+        servers_cpu0 = sum(sum(_cpu(pid)) for pid in servers)
         end = started + duration_s
         seen, tick_at = 0, started
         while not stop.is_set():

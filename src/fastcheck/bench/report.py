@@ -30,6 +30,7 @@ class RunSpec:
     failing: int  # targets set up to fail
     interval_s: float | None  # None = as fast as possible
     servers: int
+    max_in_flight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ def to_json(spec: RunSpec, result: RunResult, size: Sizing) -> dict[str, Any]:
         "workers": result.workers,
         "engine": result.engine,
         "target_servers": spec.servers,
+        "max_in_flight": spec.max_in_flight,
         "implementation": result.implementations,
         "checks": result.checks,
         "ok": result.checks - result.failed,
@@ -133,6 +135,7 @@ def table_lines(spec: RunSpec, result: RunResult, size: Sizing) -> list[str]:
     lines = [
         f"fastcheck bench: {spec.check}, {spec.targets:,} targets ({spec.failing:,} failing), "
         f"{pace}, {result.duration_s:.1f} s, {result.workers} worker(s) ({result.engine})"
+        + ("" if spec.max_in_flight is None else f", at most {spec.max_in_flight:,} in flight")
         + (" — INTERRUPTED" if result.interrupted else ""),
         f"  checks/s           {result.checks_per_s:,.0f}   ({result.checks:,} checks, "
         f"{result.failed:,} failed; {result.down_targets:,} targets down at the end, "
@@ -152,7 +155,7 @@ def table_lines(spec: RunSpec, result: RunResult, size: Sizing) -> list[str]:
         f"  probe latency      p50 {_ms(lat.quantile(0.5))}   p90 {_ms(lat.quantile(0.9))}   "
         f"p99 {_ms(lat.quantile(0.99))}   max {_ms(lat.max)}",
         f"  memory             RSS {result.rss_bytes / 2**20:,.1f} MiB   peak "
-        f"{result.peak_rss_bytes / 2**20:,.1f} MiB (bench process)",
+        f"{result.peak_rss_bytes / 2**20:,.1f} MiB (engine processes)",
         f"  implementation     {impl or 'unknown'}",
         "  load average       " + " ".join(f"{x:.2f}" for x in result.load_average),
         f"  sizing             {size.sentence()}",
