@@ -182,10 +182,12 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                      help=f"SIGUSR1 JSON dump (default {DEFAULT_JSON_PATH})")
     status = run.add_argument_group(
         "status endpoint (off by default; no authentication: loopback unless allowed)")
-    status.add_argument("--status-listen", default=None, metavar="[HOST:]PORT",
+    status.add_argument("--status-listen", nargs="?", const="127.0.0.1:9469", default=None,
+                        metavar="[HOST:]PORT",
                         help="serve /metrics (Prometheus), /status (JSON) and /healthz on "
-                             "HOST:PORT; HOST defaults to 127.0.0.1, [ADDR]:PORT for IPv6; "
-                             "`fastcheck status` reads it (its default is 127.0.0.1:9469)")
+                             "HOST:PORT (127.0.0.1:9469 when given alone, where `fastcheck "
+                             "status` looks by default); HOST defaults to 127.0.0.1, "
+                             "[ADDR]:PORT for IPv6")
     status.add_argument("--status-allow-remote", action="store_true",
                         help="allow a --status-listen HOST that is not a loopback address")
     run.add_argument("--log-level", default="info",
