@@ -241,3 +241,15 @@ def test_status_table_rows_and_summary() -> None:
     assert lines[2].endswith("HTTP_GET down (3 failures)")
     assert lines[-1] == ("2 real servers in 1 virtual server: 1 up, 1 down (1 held by the "
                          "removal budget); 2 probes, start lag p99 2.1 ms; pid 42, dry run")
+
+
+def test_run_status_listen_alone_means_the_status_commands_default() -> None:
+    from fastcheck.cli import build_parser
+    from fastcheck.daemon.status import DEFAULT_STATUS_PORT
+    from fastcheck.statuscmd import DEFAULT_ENDPOINT
+
+    parser = build_parser()
+    assert parser.parse_args(["run"]).status_listen is None  # off by default
+    alone = parser.parse_args(["run", "--status-listen"]).status_listen
+    assert alone == DEFAULT_ENDPOINT == f"127.0.0.1:{DEFAULT_STATUS_PORT}"
+    assert parser.parse_args(["status"]).endpoint == DEFAULT_ENDPOINT

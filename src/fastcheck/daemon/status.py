@@ -96,7 +96,7 @@ class Response:
 
 
 def _json(document: Any) -> bytes:
-    return json.dumps(document, indent=1, default=str).encode() + b"\n"
+    return json.dumps(document, separators=(",", ":"), default=str).encode() + b"\n"
 
 
 def _text(status: int, text: str, *headers: tuple[str, str]) -> Response:
