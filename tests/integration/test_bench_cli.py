@@ -230,3 +230,23 @@ def test_interruption_removes_everything(signum: int) -> None:
     time.sleep(0.2)
     assert not [pid for pid in children if _alive(pid)]
     assert not (bench_ports() - before) & (during - before)
+
+
+def test_sweep_plot(tmp_path: Path) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        pytest.skip("matplotlib (the fastcheck[plot] extra) is not installed")
+    picture = tmp_path / "sweep.png"
+    status, message = run_main("--targets", "20,40", "--duration", "0.5", "-q",
+                               "--plot", str(picture))
+    assert status == 0, message
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_json_has_one_document_per_run() -> None:
+    done = subprocess.run([*BENCH, "--json", "-q", "--targets", "20,40", "--duration", "0.5"],
+                          capture_output=True, text=True, timeout=120, env=_env())
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)["runs"]
+    assert [run["targets"] for run in runs] == [20, 40]

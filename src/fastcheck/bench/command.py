@@ -300,6 +300,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 print(file=out)
             for line in report.table_lines(*run_):
                 print(line, file=out)
+        if len(runs) > 1:
+            print(file=out)
+            for line in report.sweep_lines(runs):
+                print(line, file=out)
     if args.plot is not None and not interrupted:
         from fastcheck.bench.plot import draw
 

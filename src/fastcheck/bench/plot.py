@@ -40,6 +40,10 @@ def draw(path: str, runs: list[tuple[Any, Any, Any]]) -> None:
     right.plot(xs, p50, "s--", color="tab:orange", label="lag p50")
     right.plot(xs, p99, "^--", color="tab:red", label="lag p99")
     right.set_ylabel("scheduler lag (ms)", color="tab:red")
+    left.set_ylim(bottom=0)
+    right.set_ylim(bottom=0)
+    if xs[0] > 0 and xs[-1] >= 10 * xs[0]:
+        left.set_xscale("log")
     first = points[0][0]
     pace = "as fast as possible" if first.interval_s is None else f"every {first.interval_s:g} s"
     left.set_title(f"fastcheck bench: {first.check}, {pace}, "

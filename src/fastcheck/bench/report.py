@@ -164,3 +164,16 @@ def table_lines(spec: RunSpec, result: RunResult, size: Sizing) -> list[str]:
         lines.append("  (as fast as possible: every probe reruns as soon as it ends, so "
                      "scheduler lag measures the backlog, not lateness)")
     return lines
+
+
+def sweep_lines(runs: list[tuple[RunSpec, RunResult, Sizing]]) -> list[str]:
+    """One row per run of a sweep, in target order."""
+    lines = ["sweep:   targets     checks/s   CPU s/1000   lag p50     lag p99     "
+             "lag max     real servers"]
+    for spec, result, size in sorted(runs, key=lambda run: run[0].targets):
+        cpu = (result.cpu_user_s + result.cpu_system_s) * 1000 / max(result.checks, 1)
+        lag = result.start_lag
+        lines.append(f"       {spec.targets:>9,}  {result.checks_per_s:>11,.0f}   {cpu:>10.4f}"
+                     f"   {_ms(lag.quantile(0.5)):>10}  {_ms(lag.quantile(0.99)):>10}  "
+                     f"{_ms(lag.max):>10}  {size.real_servers:>13,}")
+    return lines
