@@ -9,7 +9,7 @@ Owns: the worker side of the channel — starting its engine on ("start", settin
 config), following ("reload", plan, config, diff), ("retry", [(id, delay), …]) and
 ("close",); telling its scheduler a run finished as soon as the result is in (the daemon
 only hears results afterwards); batching results to the daemon (every `FLUSH_S` or
-`FLUSH_RESULTS` results, as compact tuples, see workerwire) and sending ("stats", …)
+`FLUSH_RESULTS` results, grouped by outcome, see workerwire) and sending ("stats", …)
 every `stats_interval_s`.
 Must not: decide health, touch IPVS, log results, or outlive the daemon: it asks the
 kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG) and exits on channel EOF.
@@ -29,7 +29,7 @@ import sys
 from typing import Any
 
 from fastcheck.daemon.engine import LocalEngine, implementations
-from fastcheck.daemon.workerwire import Channel, WireResult, encode_result
+from fastcheck.daemon.workerwire import Channel, ResultBuffer
 from fastcheck.probes.result import ProbeResult
 from fastcheck.scheduler import LagHistogram
 
@@ -66,7 +66,7 @@ class Worker:
         self.done: asyncio.Future[None] = loop.create_future()
         self.engine: LocalEngine | None = None
         self.channel = Channel(loop, sock, self.on_message, self.on_closed)
-        self._results: list[WireResult] = []
+        self._results = ResultBuffer()
         self._flush_timer: asyncio.TimerHandle | None = None
         self._stats_timer: asyncio.TimerHandle | None = None
         self._stats_interval = 0.25
@@ -126,8 +126,8 @@ class Worker:
         engine = self.engine
         if engine is not None:
             engine.accept(probe_id)  # the run is over: the scheduler plans the next one
-        self._results.append(encode_result(probe_id, result))
-        if len(self._results) >= FLUSH_RESULTS:
+        self._results.add(probe_id, result)
+        if self._results.count >= FLUSH_RESULTS:
             self.flush_results()
         elif self._flush_timer is None:
             self._flush_timer = self.loop.call_later(FLUSH_S, self.flush_results)
@@ -136,9 +136,8 @@ class Worker:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        if self._results:
-            batch, self._results = self._results, []
-            self.channel.send(("results", batch))
+        if self._results.count:
+            self.channel.send(("results", self._results.take()))
 
     def send_stats(self) -> None:
         engine = self.engine

@@ -44,7 +44,7 @@ from fastcheck.probeplan import PlanDiff, ProbePlan
 from fastcheck.scheduler import LagHistogram
 
 from .engine import EngineStats, LocalEngine, OnResult, ProbeEngine, implementations
-from .workerwire import Channel, config_for, decode_result, split_plan
+from .workerwire import Channel, config_for, decode_results, split_plan
 
 log = logging.getLogger("fastcheck")
 
@@ -245,24 +245,30 @@ class ShardedEngine:
                 worker.channel = None
 
     def stats(self) -> EngineStats:
+        """The workers' latest reports (each sends one every `stats_interval_s`) merged,
+        plus the counts of workers that died and were replaced."""
         retired = self._retired
         merged = EngineStats(workers=self.workers, probes=len(self._plan), running=0,
                              started=retired.started, missed_runs=retired.missed_runs)
         _merge(merged.start_lag, _state(retired.start_lag))
         _merge(merged.wake_lag, _state(retired.wake_lag))
         found: dict[str, str] = {}
-        for worker in self._workers:
-            stats = worker.last_stats
+        for stats in self.worker_stats():
             if stats is None:
                 continue
-            merged.running += stats["running"]
-            merged.started += stats["started"]
-            merged.missed_runs += stats["missed_runs"]
-            _merge(merged.start_lag, stats["start_lag"])
-            _merge(merged.wake_lag, stats["wake_lag"])
-            found.update(stats["implementations"])
+            merged.running += stats.running
+            merged.started += stats.started
+            merged.missed_runs += stats.missed_runs
+            _merge(merged.start_lag, _state(stats.start_lag))
+            _merge(merged.wake_lag, _state(stats.wake_lag))
+            found.update(stats.implementations)
         merged.implementations = found or implementations()
         return merged
+
+    def worker_stats(self) -> list[EngineStats | None]:
+        """Each live worker's latest report (None before its first), in worker order."""
+        return [_unpack(w.last_stats) if w.last_stats is not None else None
+                for w in self._workers]
 
     @property
     def pids(self) -> list[int]:
@@ -300,8 +306,9 @@ class ShardedEngine:
         kind = message[0]
         if kind == "results":
             on_result = self._on_result
-            for item in message[1]:
-                on_result(item[0], decode_result(item))
+            for ids, result in decode_results(message[1]):
+                for probe_id in ids:
+                    on_result(probe_id, result)
         elif kind == "stats":
             worker.last_stats = message[1]
         else:
@@ -377,6 +384,15 @@ class ShardedEngine:
                 worker.channel.send(("retry", batch))
             else:
                 worker.retries.clear()
+
+
+def _unpack(stats: dict[str, Any]) -> EngineStats:
+    unpacked = EngineStats(workers=1, probes=stats["probes"], running=stats["running"],
+                           started=stats["started"], missed_runs=stats["missed_runs"],
+                           implementations=stats["implementations"])
+    _merge(unpacked.start_lag, stats["start_lag"])
+    _merge(unpacked.wake_lag, stats["wake_lag"])
+    return unpacked
 
 
 def _state(histogram: LagHistogram) -> tuple[list[int], int, float, float]:

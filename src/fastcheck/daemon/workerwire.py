@@ -2,7 +2,7 @@
 
 Owns: `Channel` (length-prefixed pickled messages over a non-blocking stream socket,
 read and written through the loop's `add_reader`/`add_writer`), the compact encoding of
-probe results on the wire (`encode_result`/`decode_result`), the stable shard of a
+probe results on the wire (`ResultBuffer`, `decode_results`), the stable shard of a
 probe (`shard_of`: CRC-32 of its target host, so every probe of one host lives in one
 worker and keeps its worker across reloads) and the slicing of a plan and a
 configuration into one worker's share (`split_plan`, `config_for`).
@@ -24,7 +24,7 @@ import pickle
 import socket
 import struct
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from fastcheck.model import Config
@@ -49,26 +49,54 @@ def shard_of(host: str, workers: int) -> int:
 
 # ----------------------------------------------------------------------------- results
 
-# On the wire a result is (id, latency) for a plain success — nearly all of them — or
-# (id, ok, failure value | None, latency, detail, weight, weight_offset).
-WireResult = tuple[Any, ...]
+# On the wire a batch of results is grouped by outcome: `ResultBatch` = (latency → ids of
+# plain successes, (ok, failure value | None, latency, detail, weight, weight_offset) →
+# ids). Latencies are in whole milliseconds under uvloop, so a batch of thousands of
+# results holds a few dozen distinct outcomes: the daemon builds one `ProbeResult` per
+# outcome (they are immutable, so probes may share one) and pickling stays cheap.
+Outcome = tuple[Any, ...]
+ResultBatch = tuple[dict[float, list[int]], dict[Outcome, list[int]]]
 
 
-def encode_result(probe_id: int, result: ProbeResult) -> WireResult:
-    if (result.ok and not result.detail and result.weight is None
-            and result.weight_offset is None):
-        return (probe_id, result.latency_s)
-    failure = result.failure.value if result.failure is not None else None
-    return (probe_id, result.ok, failure, result.latency_s, result.detail, result.weight,
-            result.weight_offset)
+class ResultBuffer:
+    """A worker's results waiting to be sent, grouped by outcome."""
+
+    __slots__ = ("count", "others", "plain")
+
+    def __init__(self) -> None:
+        self.plain: dict[float, list[int]] = {}
+        self.others: dict[Outcome, list[int]] = {}
+        self.count = 0
+
+    def add(self, probe_id: int, result: ProbeResult) -> None:
+        self.count += 1
+        if (result.ok and not result.detail and result.weight is None
+                and result.weight_offset is None):
+            ids = self.plain.get(result.latency_s)
+            if ids is None:
+                self.plain[result.latency_s] = [probe_id]
+            else:
+                ids.append(probe_id)
+            return
+        failure = result.failure.value if result.failure is not None else None
+        key = (result.ok, failure, result.latency_s, result.detail, result.weight,
+               result.weight_offset)
+        self.others.setdefault(key, []).append(probe_id)
+
+    def take(self) -> ResultBatch:
+        batch = (self.plain, self.others)
+        self.plain, self.others, self.count = {}, {}, 0
+        return batch
 
 
-def decode_result(item: WireResult) -> ProbeResult:
-    if len(item) == 2:
-        return ProbeResult(True, None, item[1])
-    _, ok, failure, latency, detail, weight, offset = item
-    return ProbeResult(ok, _FAILURES[failure] if failure is not None else None, latency,
-                       detail, weight, offset)
+def decode_results(batch: ResultBatch) -> Iterator[tuple[list[int], ProbeResult]]:
+    """(probe ids, their shared result) for every outcome of a batch."""
+    plain, others = batch
+    for latency, ids in plain.items():
+        yield ids, ProbeResult(True, None, latency)
+    for (ok, failure, latency, detail, weight, offset), ids in others.items():
+        yield ids, ProbeResult(ok, _FAILURES[failure] if failure is not None else None,
+                               latency, detail, weight, offset)
 
 
 # ----------------------------------------------------------------------------- shards
