@@ -7,6 +7,7 @@ loopback real servers: one listening (up), one closed port (refused → down).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import signal
@@ -97,9 +98,9 @@ def wait_for(predicate, what: str, timeout_s: float = 20.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    tmp: Path = tmp_path_factory.mktemp("status")
+@contextlib.contextmanager
+def running_daemon(tmp: Path) -> Iterator[Daemon]:
+    """A dry-run daemon with its endpoint, once both servers have been judged."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)  # the kernel completes handshakes: enough for TCP_CHECK
@@ -120,10 +121,17 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         wait_for(lambda: _rs_states(d) == {up: True, down: False}, "both servers judged")
         yield d
     finally:
+        proc.send_signal(signal.SIGCONT)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         d.reader.join(timeout=5)
         listener.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    with running_daemon(tmp_path_factory.mktemp("status")) as d:
+        yield d
 
 
 def _rs_states(d: Daemon) -> dict[int, bool]:
@@ -239,6 +247,36 @@ def test_status_command_json(daemon: Daemon) -> None:
     document = json.loads(out.getvalue())
     [vs] = document["virtual_servers"]
     assert sorted(rs["up"] for rs in vs["real_servers"]) == [False, True]
+
+
+def _metric(daemon: Daemon, name: str, **labels: str) -> float | None:
+    return _samples(daemon.get("/metrics")[2]).get((name, frozenset(labels.items())))
+
+
+def test_reload_is_counted_and_timed(daemon: Daemon) -> None:
+    before = _metric(daemon, "fastcheck_reloads_total", result="ok") or 0.0
+    daemon.proc.send_signal(signal.SIGHUP)  # same file: nothing changes but the count
+    wait_for(lambda: _metric(daemon, "fastcheck_reloads_total", result="ok") == before + 1,
+             "the reload to be counted")
+    assert _metric(daemon, "fastcheck_reload_duration_seconds_count") == before + 1
+    assert _metric(daemon, "fastcheck_reloads_total", result="failed") in (None, 0.0)
+    assert _rs_states(daemon) == {daemon.up: True, daemon.down: False}  # carried over
+
+
+def test_healthz_fails_while_the_scheduler_lags(tmp_path: Path) -> None:
+    with running_daemon(tmp_path) as d:
+        assert d.get("/healthz")[0] == 200
+        d.proc.send_signal(signal.SIGSTOP)  # freeze the daemon: every probe starts late
+        time.sleep(3.0)
+        d.proc.send_signal(signal.SIGCONT)
+        seen: list[tuple[int, str, str]] = []
+        wait_for(lambda: seen.append(d.get("/healthz")) or seen[-1][0] == 503,
+                 "/healthz to report the lag", timeout_s=15)
+        assert seen[-1][2].startswith("scheduler lagging: probes start")
+        assert "over the 1000 ms limit" in seen[-1][2]
+        assert _metric(d, "fastcheck_scheduler_keeping_up") == 0.0
+        # it recovers by itself once probes start on time again
+        wait_for(lambda: d.get("/healthz")[0] == 200, "/healthz to recover", timeout_s=20)
 
 
 def test_status_command_without_a_daemon_says_how_to_enable_it() -> None:
