@@ -135,12 +135,32 @@ def run_main(*argv: str) -> tuple[int, str]:
 def test_too_many_targets_for_the_address_space() -> None:
     status, message = run_main("--check", "ping", "--targets", "5000000", "-q")
     assert status == 1
-    assert "do not fit the loopback address space" in message and "lower --targets" in message
+    assert "loopback address space" in message and "lower --targets" in message
+    status, message = run_main("--check", "ping", "--targets", "70000", "--netns", "-q")
+    assert status == 1
+    assert "198.18.0.0/16" in message and "lower --targets" in message
+    assert not _bench_namespaces()  # refused before anything was made
 
 
 def test_ping_targets_cannot_fail_on_loopback() -> None:
     status, message = run_main("--check", "ping", "--targets", "10", "--failing", "0.5")
-    assert status == 1 and "lower --failing" in message and "--check tcp" in message
+    assert status == 1 and "lower --failing" in message and "--netns" in message
+
+
+def test_layout_spreads_targets_without_sharing_an_address_and_port() -> None:
+    from fastcheck.bench.layout import NETNS, Kind, Ports, place, split
+
+    counts = split("mixed", 1000, 0.25, NETNS)
+    assert sum(n for n, _ in counts.values()) == 1000
+    assert sum(bad for _, bad in counts.values()) == 250
+    ports = Ports(tuple(range(30000, 30064)), tuple(range(30064, 30128)),
+                  tuple(range(30128, 30192)))
+    targets = place(counts, ports, NETNS)
+    assert len({(t.address, t.port) for t in targets}) == 1000
+    pings = [t for t in targets if t.kind is Kind.PING]
+    assert len({t.address for t in pings}) == len(pings)
+    assert all(t.address.startswith("198.19.") for t in pings if t.failing)
+    assert all(t.port in ports.closed for t in targets if t.failing and t.kind is not Kind.PING)
 
 
 def test_negative_duration_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -183,6 +203,31 @@ def test_ping_without_cap_net_raw_says_what_to_change() -> None:
     assert "CAP_NET_RAW" in done.stderr and "Traceback" not in done.stderr
 
 
+def _bench_namespaces() -> list[str]:
+    if shutil.which("ip") is None:
+        return []
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                             timeout=30).stdout
+    return [line.split()[0] for line in listing.splitlines()
+            if line.startswith("fcbench-")]
+
+
+def needs_netns() -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("--netns needs root and iproute2")
+
+
+def test_netns_run_fails_ping_targets_by_timeout() -> None:
+    needs_netns()
+    needs_icmp("ping")
+    doc = bench_json("--netns", "--check", "mixed", "--targets", "300", "--duration", "2",
+                     "--failing", "0.2", "--timeout", "0.5")
+    assert doc["space"] == "netns" and doc["failing_targets"] == 60
+    assert doc["down_targets"] == 60 and doc["never_answered"] == 0
+    assert doc["by_kind"]["ping"]["failed"] > 0  # the blackholed addresses time out
+    assert not _bench_namespaces()
+
+
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -199,12 +244,17 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interruption_removes_everything(signum: int) -> None:
+@pytest.mark.parametrize(("signum", "netns"), [(signal.SIGINT, False),
+                                               (signal.SIGTERM, False),
+                                               (signal.SIGINT, True)])
+def test_interruption_removes_everything(signum: int, netns: bool) -> None:
+    if netns:
+        needs_netns()
     check = "mixed" if icmp_permitted() else "http"
     before = bench_ports()
     bench = subprocess.Popen([*BENCH, "--check", check, "--targets", "300", "--duration",
-                              "60", "--servers", "2", "--failing", "0.1"],
+                              "60", "--servers", "2", "--failing", "0.1",
+                              *(["--netns"] if netns else [])],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=_env())
     try:
@@ -217,7 +267,10 @@ def test_interruption_removes_everything(signum: int) -> None:
         children = _children(bench.pid)
         during = bench_ports()
         assert len(children) >= 2  # the target servers
-        assert during - before  # its listeners
+        if netns:
+            assert _bench_namespaces() == [f"fcbench-{bench.pid}"]
+        else:
+            assert during - before  # its listeners
         bench.send_signal(signum)
         out, err = bench.communicate(timeout=30)
     finally:
@@ -230,6 +283,7 @@ def test_interruption_removes_everything(signum: int) -> None:
     time.sleep(0.2)
     assert not [pid for pid in children if _alive(pid)]
     assert not (bench_ports() - before) & (during - before)
+    assert not _bench_namespaces()
 
 
 def test_sweep_plot(tmp_path: Path) -> None:

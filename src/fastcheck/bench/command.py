@@ -108,6 +108,10 @@ def register(subparsers: Any) -> None:
                         help="connect_timeout of every check (default 2)")
     parser.add_argument("--servers", type=_positive(int), default=1, metavar="N",
                         help="target server processes answering HTTP (default 1)")
+    parser.add_argument("--netns", action="store_true",
+                        help="put the targets in a network namespace the bench makes (veth, "
+                             "198.18.0.0/16 answering, 198.19.0.0/17 silent so ping targets "
+                             "can fail by timeout) and removes; needs root")
     parser.add_argument("--headroom", type=_headroom, default=0.3, metavar="SHARE",
                         help="capacity kept free in the sizing answer (default 0.3)")
     parser.add_argument("--sizing-interval", type=_positive(float), default=None,
@@ -218,8 +222,9 @@ def _one_run(args: argparse.Namespace, count: int, err: TextIO) -> tuple[Any, An
     from fastcheck.model import CheckKind
     from fastcheck.probeplan import plan_probes
 
+    space = layout.NETNS if args.netns else layout.LOOPBACK
     try:
-        split = layout.split(args.check, count, args.failing)
+        split = layout.split(args.check, count, args.failing, space)
     except layout.LayoutError as error:
         raise BenchError(str(error)) from None
     if layout.Kind.PING in split and not icmp_permitted():
@@ -232,13 +237,14 @@ def _one_run(args: argparse.Namespace, count: int, err: TextIO) -> tuple[Any, An
     if max_in_flight is not None and args.workers > 1:
         max_in_flight *= args.workers  # the engine's limit is daemon-wide
     failing = sum(bad for _, bad in split.values())
-    with TargetSet() as target_set:
+    with TargetSet(space) as target_set:
         try:
-            ports = target_set.open(layout.listener_ports_needed(split), args.servers)
+            ports = target_set.open(layout.listener_ports_needed(split),
+                                    layout.closed_ports_needed(split), args.servers)
         except TargetError as error:
             raise BenchError(str(error)) from None
         try:
-            targets = layout.place(split, ports)
+            targets = layout.place(split, ports, space)
             config, _ = load_text(layout.config_text(targets, args.interval, args.timeout),
                                   filename="<bench>")
         except layout.LayoutError as error:
@@ -250,7 +256,7 @@ def _one_run(args: argparse.Namespace, count: int, err: TextIO) -> tuple[Any, An
                    CheckKind.PING: layout.Kind.PING}
         kinds = {pid: kind_of[probe.key.kind] for pid, probe in plan.probes.items()}
         spec = report.RunSpec(args.check, count, failing, args.interval,
-                              args.servers if ports.http else 0, max_in_flight)
+                              args.servers if ports.http else 0, max_in_flight, space.name)
         if not args.quiet:
             print(f"fastcheck bench: {args.check} x {count:,} targets, {args.duration:g} s, "
                   f"{args.workers} worker(s)…", file=err, flush=True)

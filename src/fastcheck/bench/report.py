@@ -31,6 +31,7 @@ class RunSpec:
     interval_s: float | None  # None = as fast as possible
     servers: int
     max_in_flight: int | None = None
+    space: str = "loopback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ def to_json(spec: RunSpec, result: RunResult, size: Sizing) -> dict[str, Any]:
         "duration_s": round(result.duration_s, 3),
         "workers": result.workers,
         "engine": result.engine,
+        "space": spec.space,
         "target_servers": spec.servers,
         "max_in_flight": spec.max_in_flight,
         "implementation": result.implementations,
@@ -133,7 +135,8 @@ def table_lines(spec: RunSpec, result: RunResult, size: Sizing) -> list[str]:
     lag, wake, lat = result.start_lag, result.wake_lag, result.latency
     impl = " ".join(f"{name}={how}" for name, how in sorted(result.implementations.items()))
     lines = [
-        f"fastcheck bench: {spec.check}, {spec.targets:,} targets ({spec.failing:,} failing), "
+        f"fastcheck bench: {spec.check}, {spec.targets:,} {spec.space} targets "
+        f"({spec.failing:,} failing), "
         f"{pace}, {result.duration_s:.1f} s, {result.workers} worker(s) ({result.engine})"
         + ("" if spec.max_in_flight is None else f", at most {spec.max_in_flight:,} in flight")
         + (" — INTERRUPTED" if result.interrupted else ""),

@@ -1,11 +1,11 @@
-"""The bench's loopback targets: listeners, an HTTP page server, a closed port.
+"""The bench's targets: listeners, an HTTP page server, closed ports, optional namespace.
 
-Owns: binding the listener sockets (wildcard address on the `lo` device only), the closed
-port failing targets point at (bound, never listening), the target server processes that
-serve the listeners, the ICMP permission check, and removing all of it — on normal exit,
-on an exception and on SIGINT/SIGTERM (the servers also die with the bench: parent-death
-signal).
-Must not: probe anything, measure the engine, or listen beyond loopback.
+Owns: binding the listener sockets (on loopback: wildcard address on the `lo` device only;
+with `--netns`: inside the bench namespace, which only the veth reaches), the closed ports
+failing targets point at (bound, never listening), the target server processes that serve
+the listeners, the ICMP permission check, and removing all of it — on normal exit, on an
+exception and on SIGINT/SIGTERM (the servers also die with the bench: parent-death signal).
+Must not: probe anything, measure the engine, or listen beyond loopback or the namespace.
 
 TCP listeners set TCP_DEFER_ACCEPT: a check's handshake completes (the client is
 connected), but the kernel keeps the connection out of the accept queue until data
@@ -27,7 +27,16 @@ import socket
 import time
 from collections.abc import Iterable
 
-from fastcheck.bench.layout import PORT_CEILING, PORT_FLOOR, Kind, LayoutError, Ports
+from fastcheck.bench.layout import (
+    LOOPBACK,
+    PORT_CEILING,
+    PORT_FLOOR,
+    Kind,
+    LayoutError,
+    Ports,
+    Space,
+)
+from fastcheck.bench.netns import Namespace, NetnsError
 
 PAGE = (b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
         b"Connection: close\r\n\r\nok\n")
@@ -50,20 +59,18 @@ def icmp_permitted() -> bool:
     return True
 
 
-def _lo_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
-    return sock
-
-
-def _bind_free(port: int, used: set[int], listen: bool) -> tuple[socket.socket, int]:
-    """The first free port from `port` up (below the ephemeral range), bound on lo."""
+def _bind_free(port: int, used: set[int], listen: bool,
+               device: str | None) -> tuple[socket.socket, int]:
+    """The first free port from `port` up (below the ephemeral range), bound to the
+    wildcard address (on `device` only, when given)."""
     while port < PORT_CEILING:
         if port in used:
             port += 1
             continue
-        sock = _lo_socket()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            if device is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
             sock.bind(("0.0.0.0", port))
             if listen:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
@@ -138,10 +145,12 @@ class TargetSet:
     """Listeners, closed port and server processes of one run; `close()` removes them
     (idempotent; also on the way out of `with`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, space: Space = LOOPBACK) -> None:
+        self.space = space
+        self.namespace: Namespace | None = None
         self.sockets: list[socket.socket] = []
         self.pids: list[int] = []
-        self.ports = Ports((), (), 0)
+        self.ports = Ports((), (), ())
 
     def __enter__(self) -> TargetSet:
         return self
@@ -149,22 +158,38 @@ class TargetSet:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def open(self, listeners: dict[Kind, int], servers: int) -> Ports:
-        """Binds `listeners[kind]` ports per kind plus the closed port, starts `servers`
-        server processes on them, and returns the ports got."""
+    def open(self, listeners: dict[Kind, int], closed: int, servers: int) -> Ports:
+        """Binds `listeners[kind]` ports per kind plus `closed` closed ports (in the
+        namespace, made first, with `--netns`), starts `servers` server processes on the
+        listeners, and returns the ports got."""
+        if self.space is not LOOPBACK:
+            self.namespace = Namespace()
+            try:
+                self.namespace.create()
+            except NetnsError as error:
+                raise TargetError(str(error)) from None
+            with self.namespace.inside():
+                return self._open(listeners, closed, servers)
+        return self._open(listeners, closed, servers)
+
+    def _open(self, listeners: dict[Kind, int], closed: int, servers: int) -> Ports:
         used: set[int] = set()
         got: dict[Kind, list[int]] = {Kind.TCP: [], Kind.HTTP: []}
         by_kind: dict[Kind, list[socket.socket]] = {Kind.TCP: [], Kind.HTTP: []}
+        device = self.space.bind_device
         port = PORT_FLOOR
         for kind in (Kind.TCP, Kind.HTTP):
             for _ in range(listeners.get(kind, 0)):
-                sock, port = _bind_free(port, used, listen=True)
+                sock, port = _bind_free(port, used, True, device)
                 self.sockets.append(sock)
                 by_kind[kind].append(sock)
                 got[kind].append(port)
-        closed_sock, closed = _bind_free(port, used, listen=False)
-        self.sockets.append(closed_sock)
-        self.ports = Ports(tuple(got[Kind.TCP]), tuple(got[Kind.HTTP]), closed)
+        closed_ports = []
+        for _ in range(closed):
+            closed_sock, port = _bind_free(port, used, False, device)
+            self.sockets.append(closed_sock)
+            closed_ports.append(port)
+        self.ports = Ports(tuple(got[Kind.TCP]), tuple(got[Kind.HTTP]), tuple(closed_ports))
         if by_kind[Kind.TCP] or by_kind[Kind.HTTP]:
             self._start(by_kind[Kind.TCP], by_kind[Kind.HTTP], servers)
             for sock in by_kind[Kind.TCP] + by_kind[Kind.HTTP]:  # the servers hold them
@@ -208,6 +233,14 @@ class TargetSet:
         return tuple(self.pids)
 
     def close(self) -> None:
+        try:
+            self._stop_servers()
+        finally:
+            if self.namespace is not None:
+                self.namespace.remove()
+                self.namespace = None
+
+    def _stop_servers(self) -> None:
         for sock in self.sockets:
             sock.close()
         self.sockets.clear()
