@@ -34,8 +34,9 @@ from fastcheck.daemon.workers import ShardedEngine, engine_factory, make_engine,
 from fastcheck.daemon.workerwire import (
     Channel,
     ResultBuffer,
-    config_for,
+    Shard,
     decode_results,
+    frame_of,
     shard_of,
     split_plan,
 )
@@ -45,6 +46,7 @@ from fastcheck.ipvs.table import ServiceKey, Table, desired_table
 from fastcheck.model import Config, RsKey
 from fastcheck.probeplan import ProbePlan, diff_plans, plan_probes
 from fastcheck.probes.result import Failure, ProbeResult
+from fastcheck.probes.runner import checks_by_probe
 
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
 
@@ -518,19 +520,45 @@ def test_worker_count_rule():
             worker_count(bad, 10)
 
 
-def test_shards_are_stable_and_keep_a_host_on_one_worker(servers):
+def test_shards_are_stable_and_keep_a_host_on_one_worker():
     reals = [(h, 1000 + n) for h in HOSTS for n in range(5)]
-    config, plan = load(reals)
+    _, plan = load(reals)
     shares, where = split_plan(plan, 2)
     for pid, probe in plan.probes.items():
         assert where[pid] == shard_of(probe.host, 2)
-        assert pid in shares[where[pid]].probes
-    assert sum(len(s) for s in shares) == len(plan)
+        assert pid in shares[where[pid]]
+    assert sorted(pid for share in shares for pid in share) == sorted(plan.probes)
     assert shard_of("127.0.0.1", 2) == shard_of("127.0.0.1", 2)
-    for share in shares:
-        sliced = config_for(config, share)
-        ports = {rs.port for vs in sliced.virtual_servers for rs in vs.real_servers}
-        assert ports == {p.key.target.port for p in share.probes.values()}
+
+
+def test_a_shard_gives_the_runner_its_checks_and_follows_reloads():
+    reals = [(h, 1000 + n) for h in HOSTS for n in range(5)]
+    config, plan = load(reals)
+    checks = checks_by_probe(plan, config)
+    mine = list(plan.probes)[::2]
+    shard = Shard(frame_of(config), [(i, plan.probes[i].interval_s, plan.probes[i].warmup_s,
+                                      checks[i]) for i in mine])
+    assert checks_by_probe(shard.plan, shard.config) == {i: checks[i] for i in mine}
+    assert shard.config.global_defs == config.global_defs
+
+    new_config, _ = load_text(config_text([*reals[1:], ("127.0.0.9", 2000)], delay_loop=0.5),
+                              filename="workers.conf")
+    new_plan = plan_probes(new_config, previous=plan)
+    new_checks = checks_by_probe(new_plan, new_config)
+    changes = diff_plans(plan, new_plan)
+    added = list(changes.added)
+    diff = shard.apply(frame_of(new_config),
+                       [(p.id, p.interval_s, p.warmup_s, new_checks[p.id]) for p in added],
+                       changes.removed, [(p.id, p.interval_s) for p in changes.retimed])
+    assert diff.removed == tuple(i for i in changes.removed if i in mine)
+    assert {p.id for p in diff.retimed} == {p.id for p in changes.retimed if p.id in mine}
+    assert all(p.interval_s == 0.5 for p in shard.plan.probes.values())
+    assert set(shard.plan.probes) == {*(i for i in mine if i in new_plan.probes),
+                                      *(p.id for p in added)}
+    # kept probes keep their Check objects (so prepared probes survive): what a probe
+    # runs by is its key, which is the same
+    assert {i: c.probe_key for i, c in checks_by_probe(shard.plan, shard.config).items()} \
+        == {i: new_checks[i].probe_key for i in shard.plan.probes}
 
 
 def test_result_batches_round_trip():

@@ -5,12 +5,14 @@ Run by `fastcheck.daemon.workers` as ``python -m fastcheck.daemon.worker_main --
 of the configuration, the scheduler settings) arrives on the channel: it never reads the
 configuration file, which the daemon may be reloading.
 
-Owns: the worker side of the channel — starting its engine on ("start", settings, plan,
-config), following ("reload", plan, config, diff), ("retry", [(id, delay), …]) and
-("close",); telling its scheduler a run finished as soon as the result is in (the daemon
-only hears results afterwards); batching results to the daemon (every `FLUSH_S` or
-`FLUSH_RESULTS` results, grouped by outcome, see workerwire) and sending ("stats", …)
-every `stats_interval_s`.
+Owns: the worker side of the channel — starting its engine on ("start", settings, frame,
+probe specs), following ("reload", frame, added specs, removed ids, [(id, interval)]),
+("retry", [(id, delay), …]) and ("close",) (frames and specs: see workerwire); telling
+its scheduler a run finished as soon as the result is in (the daemon only hears results
+afterwards); batching results to the daemon (every `FLUSH_S` or `FLUSH_RESULTS` results,
+grouped by outcome, see workerwire) and sending ("stats", …) every `stats_interval_s`.
+SIGTERM, SIGINT and SIGHUP are ignored: they are the daemon's to handle (systemd signals
+the whole control group on stop); the daemon stops its workers with ("close",).
 Must not: decide health, touch IPVS, log results, or outlive the daemon: it asks the
 kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG) and exits on channel EOF.
 """
@@ -29,7 +31,7 @@ import sys
 from typing import Any
 
 from fastcheck.daemon.engine import LocalEngine, implementations
-from fastcheck.daemon.workerwire import Channel, ResultBuffer
+from fastcheck.daemon.workerwire import Channel, Frame, ProbeSpec, ResultBuffer, Shard
 from fastcheck.probes.result import ProbeResult
 from fastcheck.scheduler import LagHistogram
 
@@ -65,6 +67,7 @@ class Worker:
         self.index = index
         self.done: asyncio.Future[None] = loop.create_future()
         self.engine: LocalEngine | None = None
+        self.shard: Shard | None = None
         self.channel = Channel(loop, sock, self.on_message, self.on_closed)
         self._results = ResultBuffer()
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -84,20 +87,23 @@ class Worker:
         elif kind == "start":
             self.start(*message[1:])
         elif kind == "reload":
-            _, plan, config, diff = message
-            if self.engine is not None:
-                self.engine.reload(plan, config, diff)
+            _, frame, added, removed, retimed = message
+            if self.engine is not None and self.shard is not None:
+                diff = self.shard.apply(frame, added, removed, retimed)
+                self.engine.reload(self.shard.plan, self.shard.config, diff)
         elif kind == "close":
             self.finish()
         else:
             log.error("probe worker %d: unknown message %r", self.index, kind)
 
-    def start(self, settings: dict[str, Any], plan: Any, config: Any) -> None:
+    def start(self, settings: dict[str, Any], frame: Frame, specs: list[ProbeSpec]) -> None:
         if self.engine is not None:
             log.error("probe worker %d: started twice", self.index)
             return
         self._stats_interval = settings["stats_interval_s"]
-        self.engine = LocalEngine(self.loop, plan, config, self.on_result,
+        self.shard = shard = Shard(frame, specs)
+        plan = shard.plan
+        self.engine = LocalEngine(self.loop, plan, shard.config, self.on_result,
                                   rng=random.Random(settings["seed"]),
                                   max_in_flight=settings["max_in_flight"],
                                   bootstrap_s=settings["bootstrap_s"])
@@ -168,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     args = parser.parse_args(argv)
     die_with_parent(args.parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the daemon's to handle
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the daemon's to handle
+        signal.signal(signum, signal.SIG_IGN)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format=f"fastcheck probe worker {args.index}: %(message)s")
     sock = socket.socket(fileno=args.fd)

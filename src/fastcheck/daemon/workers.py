@@ -41,10 +41,11 @@ from typing import Any
 
 from fastcheck.model import Config
 from fastcheck.probeplan import PlanDiff, ProbePlan
+from fastcheck.probes.runner import checks_by_probe
 from fastcheck.scheduler import LagHistogram
 
 from .engine import EngineStats, LocalEngine, OnResult, ProbeEngine, implementations
-from .workerwire import Channel, config_for, decode_results, split_plan
+from .workerwire import Channel, ProbeSpec, decode_results, frame_of, split_plan
 
 log = logging.getLogger("fastcheck")
 
@@ -125,11 +126,11 @@ def _merge(into: LagHistogram, state: tuple[list[int], int, float, float]) -> No
 class _Worker:
     """One worker process as the daemon sees it."""
 
-    __slots__ = ("channel", "index", "last_stats", "plan", "process", "retries")
+    __slots__ = ("channel", "ids", "index", "last_stats", "process", "retries")
 
-    def __init__(self, index: int, plan: ProbePlan) -> None:
+    def __init__(self, index: int, ids: list[int]) -> None:
         self.index = index
-        self.plan = plan
+        self.ids = ids  # its probes
         self.process: subprocess.Popen[bytes] | None = None
         self.channel: Channel | None = None
         self.retries: list[tuple[int, float]] = []
@@ -160,6 +161,8 @@ class ShardedEngine:
         self._restarts: deque[float] = deque()
         self._plan = plan
         self._config = config
+        self._frame = frame_of(config)
+        self._checks = checks_by_probe(plan, config)
         shares, self._where = split_plan(plan, workers)
         self._workers = [_Worker(i, share) for i, share in enumerate(shares)]
         self._retry_flush_armed = False
@@ -174,38 +177,42 @@ class ShardedEngine:
     def start(self, plan: ProbePlan) -> None:
         if plan is not self._plan:
             self._plan = plan
+            self._checks = checks_by_probe(plan, self._config)
             shares, self._where = split_plan(plan, self.workers)
             for worker, share in zip(self._workers, shares, strict=True):
-                worker.plan = share
+                worker.ids = share
         self._started = True
         for worker in self._workers:
             self._spawn(worker)
 
     def reload(self, plan: ProbePlan, config: Config, changes: PlanDiff) -> None:
+        """Sends each worker what changed in its share (and the new frame): a reload of
+        a large farm moves kilobytes, not the whole plan."""
         old_where = self._where
         shares, self._where = split_plan(plan, self.workers)
-        added: list[list[Any]] = [[] for _ in self._workers]
-        retimed: list[list[Any]] = [[] for _ in self._workers]
+        self._checks = checks = checks_by_probe(plan, config)
+        self._plan, self._config, self._frame = plan, config, frame_of(config)
+        added: list[list[ProbeSpec]] = [[] for _ in self._workers]
+        retimed: list[list[tuple[int, float]]] = [[] for _ in self._workers]
         removed: list[list[int]] = [[] for _ in self._workers]
+        where = self._where
         for probe in changes.added:
-            added[self._where[probe.id]].append(shares[self._where[probe.id]].probes[probe.id])
+            added[where[probe.id]].append(
+                (probe.id, probe.interval_s, probe.warmup_s, checks[probe.id]))
         for probe in changes.retimed:
-            retimed[self._where[probe.id]].append(
-                shares[self._where[probe.id]].probes[probe.id])
+            retimed[where[probe.id]].append((probe.id, probe.interval_s))
         for probe_id in changes.removed:
             index = old_where.get(probe_id)
             if index is not None:
                 removed[index].append(probe_id)
-        self._plan, self._config = plan, config
         for worker, share in zip(self._workers, shares, strict=True):
-            i = worker.index
-            worker.plan = share  # what a restart starts with
-            # Every worker hears of every reload: settings outside the probe keys (SSL
-            # files, track files, scripts' globals) may have changed for its probes.
-            diff = PlanDiff(tuple(added[i]), tuple(removed[i]), tuple(retimed[i]),
-                            len(share) - len(added[i]))
+            worker.ids = share  # what a restart starts with
+            # Every worker hears of every reload: the frame (SSL, track files, globals)
+            # may have changed for its probes.
             if worker.channel is not None:
-                worker.channel.send(("reload", share, config_for(config, share), diff))
+                i = worker.index
+                worker.channel.send(("reload", self._frame, added[i], removed[i],
+                                     retimed[i]))
 
     def after_failure(self, probe_id: int, delay_s: float) -> None:
         index = self._where.get(probe_id)
@@ -297,10 +304,11 @@ class ShardedEngine:
         settings = {"seed": self._rng.randrange(2**63), "max_in_flight": self._per_worker_limit,
                     "bootstrap_s": self._bootstrap_s,
                     "stats_interval_s": self._stats_interval_s}
-        worker.channel.send(("start", settings, worker.plan,
-                             config_for(self._config, worker.plan)))
+        probes, checks = self._plan.probes, self._checks
+        specs = [(i, probes[i].interval_s, probes[i].warmup_s, checks[i]) for i in worker.ids]
+        worker.channel.send(("start", settings, self._frame, specs))
         log.debug("probe worker %d started (pid %d, %d probes)", worker.index,
-                  worker.process.pid, len(worker.plan))
+                  worker.process.pid, len(worker.ids))
 
     def _on_message(self, worker: _Worker, message: Any) -> None:
         kind = message[0]
@@ -337,7 +345,7 @@ class ShardedEngine:
             process.wait()
         self._retire(worker)
         log.error("probe worker %d (pid %d) stopped: %s; %d probes without a worker",
-                  worker.index, process.pid, exit_text(status), len(worker.plan))
+                  worker.index, process.pid, exit_text(status), len(worker.ids))
         now = time.monotonic()
         restarts = self._restarts
         while restarts and restarts[0] <= now - self._restart_window_s:
@@ -355,7 +363,7 @@ class ShardedEngine:
             self._give_up(f"cannot restart probe worker {worker.index}: {error}")
             return
         log.error("probe worker %d restarted (pid %d) with its %d probes", worker.index,
-                  worker.process.pid if worker.process else -1, len(worker.plan))
+                  worker.process.pid if worker.process else -1, len(worker.ids))
 
     def _retire(self, worker: _Worker) -> None:
         """Keeps a dead worker's counters in the totals."""

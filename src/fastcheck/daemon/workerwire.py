@@ -4,8 +4,10 @@ Owns: `Channel` (length-prefixed pickled messages over a non-blocking stream soc
 read and written through the loop's `add_reader`/`add_writer`), the compact encoding of
 probe results on the wire (`ResultBuffer`, `decode_results`), the stable shard of a
 probe (`shard_of`: CRC-32 of its target host, so every probe of one host lives in one
-worker and keeps its worker across reloads) and the slicing of a plan and a
-configuration into one worker's share (`split_plan`, `config_for`).
+worker and keeps its worker across reloads, `split_plan`), and a worker's share of
+plan and configuration (`Shard`: built from `ProbeSpec`s and a `Frame`, changed by a
+reload's additions, removals and new intervals only — a reload of 20,000 probes sends
+what changed, not the plan).
 Must not: start or watch processes (workers.py does), schedule or run probes
 (worker_main.py runs a `LocalEngine`), or decide health.
 
@@ -27,8 +29,8 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from fastcheck.model import Config
-from fastcheck.probeplan import PlannedProbe, ProbePlan
+from fastcheck.model import Check, Config, RealServer, VirtualServer
+from fastcheck.probeplan import PlanDiff, PlannedProbe, ProbePlan
 from fastcheck.probes.result import Failure, ProbeResult
 
 log = logging.getLogger("fastcheck")
@@ -101,15 +103,17 @@ def decode_results(batch: ResultBatch) -> Iterator[tuple[list[int], ProbeResult]
 
 # ----------------------------------------------------------------------------- shards
 
+# A probe as a worker gets it: (id, interval_s, warmup_s, the Check it stands for).
+ProbeSpec = tuple[int, float, float, Check]
+# The configuration around the probes, sent on start and every reload: the Config without
+# its virtual servers (SSL, track files, global_defs: what conversation probes read), and
+# one virtual server and one real server, emptied, to hang a worker's checks on.
+Frame = tuple[Config, VirtualServer | None, RealServer | None]
 
-def slim(probe: PlannedProbe) -> PlannedProbe:
-    """The probe as a worker needs it: its owners stay with the daemon."""
-    return PlannedProbe(probe.id, probe.key, probe.interval_s, probe.warmup_s, ())
 
-
-def split_plan(plan: ProbePlan, workers: int) -> tuple[list[ProbePlan], dict[int, int]]:
-    """Each worker's share of `plan` (slim probes) and the worker of every probe id."""
-    probes: list[dict[int, PlannedProbe]] = [{} for _ in range(workers)]
+def split_plan(plan: ProbePlan, workers: int) -> tuple[list[list[int]], dict[int, int]]:
+    """The probe ids of each worker, and the worker of every probe id."""
+    shares: list[list[int]] = [[] for _ in range(workers)]
     where: dict[int, int] = {}
     shard_cache: dict[str, int] = {}
     for probe_id, probe in plan.probes.items():
@@ -117,25 +121,81 @@ def split_plan(plan: ProbePlan, workers: int) -> tuple[list[ProbePlan], dict[int
         index = shard_cache.get(host)
         if index is None:
             index = shard_cache[host] = shard_of(host, workers)
-        probes[index][probe_id] = slim(probe)
+        shares[index].append(probe_id)
         where[probe_id] = index
-    plans = [ProbePlan(share, {p.key: p.id for p in share.values()}, plan.next_id)
-             for share in probes]
-    return plans, where
+    return shares, where
 
 
-def config_for(config: Config, plan: ProbePlan) -> Config:
-    """`config` with only the real servers that own a check of `plan` (a worker's share):
-    what `ProbeRunner` needs to find each probe's Check, and no more."""
-    keys = plan.ids
-    virtual_servers = []
-    for vs in config.virtual_servers:
-        kept = tuple(rs for rs in vs.real_servers
-                     if any(check.probe_key in keys for check in rs.checks))
-        if kept:
-            virtual_servers.append(dataclasses.replace(vs, real_servers=kept))
-    return dataclasses.replace(config, virtual_servers=tuple(virtual_servers),
-                               vs_groups=(), local_address_groups=())
+def frame_of(config: Config) -> Frame:
+    vs = next((v for v in config.virtual_servers if v.real_servers), None)
+    rs = dataclasses.replace(vs.real_servers[0], checks=()) if vs is not None else None
+    if vs is not None:
+        vs = dataclasses.replace(vs, real_servers=())
+    return (dataclasses.replace(config, virtual_servers=(), vs_groups=(),
+                                local_address_groups=()), vs, rs)
+
+
+class Shard:
+    """A worker's probes and the configuration its `ProbeRunner` reads (sans-IO).
+
+    The runner finds each probe's Check by walking the configuration; a shard's
+    configuration is the frame with one virtual server holding one real server holding
+    every check of the shard — only the checks and the frame's globals are ever read.
+    """
+
+    def __init__(self, frame: Frame, specs: Iterable[ProbeSpec]) -> None:
+        self._frame = frame
+        self._probes: dict[int, PlannedProbe] = {}
+        self._checks: dict[int, Check] = {}
+        for spec in specs:
+            self._add(spec)
+
+    def __len__(self) -> int:
+        return len(self._probes)
+
+    def _add(self, spec: ProbeSpec) -> PlannedProbe:
+        probe_id, interval, warmup, check = spec
+        probe = PlannedProbe(probe_id, check.probe_key, interval, warmup, ())
+        self._probes[probe_id] = probe
+        self._checks[probe_id] = check
+        return probe
+
+    def apply(self, frame: Frame, added: Iterable[ProbeSpec], removed: Iterable[int],
+              retimed: Iterable[tuple[int, float]]) -> PlanDiff:
+        """A reload's share: returns what the worker's engine must change."""
+        if frame[0] != self._frame[0]:
+            # SSL files, track files or globals changed: fresh Check objects make the
+            # runner prepare every probe again, as the in-process engine does.
+            self._checks = {i: dataclasses.replace(c) for i, c in self._checks.items()}
+        self._frame = frame
+        gone = []
+        for probe_id in removed:
+            if self._probes.pop(probe_id, None) is not None:
+                del self._checks[probe_id]
+                gone.append(probe_id)
+        moved = []
+        for probe_id, interval in retimed:
+            probe = self._probes.get(probe_id)
+            if probe is not None:
+                probe = dataclasses.replace(probe, interval_s=interval)
+                self._probes[probe_id] = probe
+                moved.append(probe)
+        new = [self._add(spec) for spec in added]
+        return PlanDiff(tuple(new), tuple(gone), tuple(moved), len(self._probes) - len(new))
+
+    @property
+    def plan(self) -> ProbePlan:
+        probes = self._probes
+        return ProbePlan(dict(probes), {p.key: i for i, p in probes.items()}, 0)
+
+    @property
+    def config(self) -> Config:
+        base, vs, rs = self._frame
+        if vs is None or rs is None or not self._checks:
+            return base
+        holder = dataclasses.replace(rs, checks=tuple(self._checks.values()))
+        return dataclasses.replace(base, virtual_servers=(
+            dataclasses.replace(vs, real_servers=(holder,)),))
 
 
 # ----------------------------------------------------------------------------- channel
