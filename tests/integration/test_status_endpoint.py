@@ -385,3 +385,25 @@ def test_server_on_ipv6_loopback(run) -> None:
             await server.close()
 
     run(scenario())
+
+
+def test_server_turns_away_clients_over_its_limit(run) -> None:
+    async def scenario() -> None:
+        port = free_port()
+        server = StatusServer("127.0.0.1", port, max_clients=1)
+        await server.open(_Runtime())  # type: ignore[arg-type]
+        try:
+            _, slow = await asyncio.open_connection("127.0.0.1", port)
+            slow.write(b"GET /status HTTP/1.1\r\n")  # and nothing more for now
+            for _ in range(200):  # bounded: until the server holds the slow client
+                if server._clients:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(server._clients) == 1
+            busy = await _exchange(port, b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert busy.startswith(b"HTTP/1.1 503 ") and busy.endswith(b"too many clients\n")
+            slow.close()
+        finally:
+            await server.close()
+
+    run(scenario())

@@ -51,6 +51,8 @@ class FakeRuntime:
         self.counters = Counters(ops_applied=7, op_failures=2, repairs=1, repaired_ops=3)
         self.health = SimpleNamespace(snapshot=lambda: SNAPSHOT)
         self.started_at = 1_700_000_000.0
+        self.clock = 0.0
+        self.loop = SimpleNamespace(time=lambda: self.clock)
 
     def status(self) -> dict[str, Any]:
         return {"pid": 1, **SNAPSHOT}
@@ -107,6 +109,20 @@ def test_server_healthz_route_uses_its_judge() -> None:
     assert respond(server, "GET", "/healthz").status == 503
     server.judge.look(10.0, stats([1.0] * 50 + [0.001] * 50, started=100))
     assert respond(server, "GET", "/healthz?verbose=1").status == 200
+
+
+def test_server_healthz_looks_afresh_when_its_timer_fell_behind() -> None:
+    server = StatusServer(judge=PaceJudge(max_lag_s=0.1), pace_every_s=5.0)
+    runtime = FakeRuntime(stats([1.0] * 50 + [0.001] * 50, started=100))
+    server.runtime = runtime  # type: ignore[assignment]
+    server._started = True
+    server.judge.look(0.0, stats([]))
+    server.judge.look(5.0, stats([1.0] * 50))
+    server._looked_at = 5.0
+    runtime.clock = 9.0  # within two periods: the last judgement stands
+    assert respond(server, "GET", "/healthz").status == 503
+    runtime.clock = 60.0  # stale: the route asks the judge again
+    assert respond(server, "GET", "/healthz").status == 200
 
 
 # ----------------------------------------------------------------------------- routes

@@ -114,6 +114,20 @@ def healthz_response(pace: Pace | None, *, started: bool, stopping: bool) -> Res
     return _text(200, "ok")
 
 
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After an early answer: half-close, then discard what the client still sends (at
+    most 64 KiB, 1 s), so that closing on unread data does not reset the connection and
+    lose the answer."""
+    with contextlib.suppress(OSError, RuntimeError):
+        if writer.can_write_eof():
+            writer.write_eof()
+    left = 65536
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(1.0):
+            while left > 0 and (chunk := await reader.read(min(left, 8192))):
+                left -= len(chunk)
+
+
 class StatusServer(Observer):
     """Serves /metrics, /status and /healthz on `host:port` while the daemon runs."""
 
@@ -137,6 +151,8 @@ class StatusServer(Observer):
         self._render_lock = asyncio.Lock()
         self._started = False
         self._stopping = False
+        self._looked_at = 0.0
+        self._turned_away = 0  # clients being answered 503 right now
 
     @property
     def metrics(self) -> Metrics:
@@ -205,11 +221,29 @@ class StatusServer(Observer):
     # ------------------------------------------------------------------ pace
 
     def _look(self) -> None:
+        """Every `pace_every_s`: the judge looks at the engine's figures."""
+        self._timer = None
         runtime = self.runtime
         if runtime is None or self._stopping:
             return
-        self.judge.look(runtime.loop.time(), runtime.engine.stats())
+        self._look_now(runtime)
         self._timer = runtime.loop.call_later(self.pace_every_s, self._look)
+
+    def _look_now(self, runtime: Runtime) -> None:
+        now = runtime.loop.time()
+        try:
+            self.judge.look(now, runtime.engine.stats())
+        except Exception:
+            log.exception("status endpoint: judging the scheduler's pace failed")
+        self._looked_at = now
+
+    def _pace(self) -> Pace | None:
+        """The judge's latest word; a fresh look if the timer has fallen behind."""
+        runtime = self.runtime
+        if runtime is not None and self._started and not self._stopping \
+                and runtime.loop.time() - self._looked_at > 2 * self.pace_every_s:
+            self._look_now(runtime)
+        return self.judge.last
 
     # ------------------------------------------------------------------ routes
 
@@ -222,7 +256,7 @@ class StatusServer(Observer):
         path = target.split("?", 1)[0]
         runtime = self.runtime
         if path == "/healthz":
-            return healthz_response(self.judge.last, started=self._started,
+            return healthz_response(self._pace(), started=self._started,
                                     stopping=self._stopping)
         if path == "/metrics":
             # 0.0.4: every name is a legacy one, understood by Prometheus 2 and 3 alike
@@ -249,7 +283,7 @@ class StatusServer(Observer):
     async def _accept(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         if len(self._clients) >= self.max_clients or self._server is None:
-            writer.close()
+            await self._turn_away(reader, writer)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -262,6 +296,23 @@ class StatusServer(Observer):
             self._clients.discard(task)
             writer.close()
 
+    async def _turn_away(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        """503 to a client over the limit. Its request is read first (briefly, bounded):
+        closing on unread data would reset the connection and lose the answer."""
+        self._turned_away += 1
+        try:
+            if self._turned_away <= 4 * self.max_clients:
+                with contextlib.suppress(TimeoutError, asyncio.LimitOverrunError,
+                                         asyncio.IncompleteReadError):
+                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1.0)
+                writer.write(_text(503, "busy: too many clients").encode())
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._turned_away -= 1
+            writer.close()
+
     async def _exchange(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
         try:
@@ -271,12 +322,14 @@ class StatusServer(Observer):
             return
         except asyncio.LimitOverrunError:
             await self._send(writer, _text(431, f"request head over {MAX_HEAD_BYTES} bytes"))
+            await _linger(reader, writer)
             return
         except asyncio.IncompleteReadError:
             return  # the client went away
         parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             await self._send(writer, _text(400, "expected: GET /path HTTP/1.1"))
+            await _linger(reader, writer)
             return
         method, target = parts[0], parts[1]
         try:
