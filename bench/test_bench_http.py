@@ -181,9 +181,10 @@ def probes_for(benchmark: BenchmarkFixture, farms: dict[bool, Farm]) -> list[Htt
     return probes * repeat
 
 
-def cpu_seconds() -> float:
+def cpu_seconds() -> tuple[float, float]:
+    """(user, sys) CPU seconds of this process so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 # --- the contenders: each runs one round and returns how many checks were up --------------
@@ -261,14 +262,17 @@ def measure(benchmark: BenchmarkFixture, farms: dict[bool, Farm], name: str,
     probes = probes_for(benchmark, farms)
     rates: list[float] = []
     cpu_us: list[float] = []
+    user_us: list[float] = []
 
     def one_round() -> int:
         gc.collect()
-        cpu0, wall0 = cpu_seconds(), time.perf_counter()
+        (user0, sys0), wall0 = cpu_seconds(), time.perf_counter()
         up = contender(probes)
         wall = time.perf_counter() - wall0
+        user1, sys1 = cpu_seconds()
         rates.append(len(probes) / wall)
-        cpu_us.append((cpu_seconds() - cpu0) / len(probes) * 1e6)
+        cpu_us.append((user1 - user0 + sys1 - sys0) / len(probes) * 1e6)
+        user_us.append((user1 - user0) / len(probes) * 1e6)
         return up
 
     rounds = 1 if benchmark.disabled else ROUNDS
@@ -281,12 +285,13 @@ def measure(benchmark: BenchmarkFixture, farms: dict[bool, Farm], name: str,
         cpu_us_per_check=[round(c, 1) for c in cpu_us],
         cpu_us_per_check_median=round(statistics.median(cpu_us), 1),
         checks_per_cpu_s_median=round(1e6 / statistics.median(cpu_us)),
+        user_cpu_us_per_check_median=round(statistics.median(user_us), 1),
     )
     print(f"\n{name}: {len(probes)} checks/round over {targets} targets; checks/s median "
           f"{statistics.median(rates):,.0f} (min {min(rates):,.0f}, max {max(rates):,.0f}); "
           f"CPU µs/check median {statistics.median(cpu_us):.1f} (min {min(cpu_us):.1f}, "
-          f"max {max(cpu_us):.1f}) = {1e6 / statistics.median(cpu_us):,.0f} checks per "
-          f"CPU second")
+          f"max {max(cpu_us):.1f}), of it user {statistics.median(user_us):.1f} = "
+          f"{1e6 / statistics.median(cpu_us):,.0f} checks per CPU second")
     assert up == len(probes)
 
 

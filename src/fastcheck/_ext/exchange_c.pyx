@@ -616,9 +616,12 @@ cdef class ExchangeEngine:
                 try:
                     done = (<object>slot.feed)(chunk)
                 except Exception:
-                    slot = &self.slots[index]
+                    if self.closed:
+                        return 0
                     return self._finish(index, EIO, now)
-                slot = &self.slots[index]  # (feed must not call the engine; be safe anyway)
+                if self.closed:  # feed closed the engine (it must not; be safe anyway)
+                    return 0
+                slot = &self.slots[index]
                 if done:
                     return self._finish(index, 0, now)
             else:

@@ -16,9 +16,10 @@ set-up failures as results of latency 0 reported by the next ``poll``):
 - An exchange connects, sends ``payload`` whole, then reads until one of: the server
   closes (EOF), ``feed(chunk)`` returns a true value (the caller's "complete response"
   rule), or ``max_bytes`` bytes have been read. Each of these ends it with errno 0.
-- Without ``feed``, the bytes read (at most ``max_bytes``) come back in the result; with
-  ``feed``, every chunk goes to ``feed`` as it arrives (in order; each call gets new bytes
-  only, never more than ``max_bytes`` in all) and the result's data is ``b""``. An
+- Without ``feed``, the bytes read (at most ``max_bytes``) come back in the result, also
+  when the exchange ended in an error or a timeout; with ``feed``, every chunk goes to
+  ``feed`` as it arrives (in order; each call gets new bytes only, never more than
+  ``max_bytes`` in all) and the result's data is ``b""``. An
   exception from ``feed`` ends the exchange with ``EIO``; ``feed`` must not call the engine.
 - ``timeout_s`` bounds the whole exchange, from its start (connect) to its end:
   ``ETIMEDOUT`` when it has not ended by ``start + timeout_s``.
@@ -353,6 +354,8 @@ class ExchangeEngine:
                     done = feed(chunk)
                 except Exception:
                     self._finish(fd, check, EIO, now)
+                    return
+                if self._closed:  # feed closed the engine (it must not; be safe anyway)
                     return
                 if done:
                     self._finish(fd, check, 0, now)
