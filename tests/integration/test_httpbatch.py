@@ -296,3 +296,56 @@ def test_runner_batches_http_get_and_not_ssl_get(run: Any) -> None:
     assert len(results) == 2, kinds
     outcomes = sorted((r.ok, r.failure is Failure.REFUSED) for r in results.values())
     assert outcomes == [(False, True), (True, False)]
+
+
+def test_pending_connect_times_out_in_the_connect_phase(batch: Any) -> None:
+    # A listener that never accepts, its queue filled: our SYN is dropped.
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(0)
+        port = lsock.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            time.sleep(0.05)
+            result = batch(http_check(port, timeout_s=0.3))
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert result.failure is Failure.TIMEOUT
+    assert result.detail == "/: no complete answer within 0.3 s (connect)"
+
+
+def test_on_result_errors_go_to_the_loop_handler(run: Any, twin: ModuleType) -> None:
+    with Server(replying(response())) as srv:
+        check = http_check(srv.port)
+
+        async def main() -> list[dict[str, Any]]:
+            loop = asyncio.get_running_loop()
+            seen: list[dict[str, Any]] = []
+            loop.set_exception_handler(lambda loop, context: seen.append(context))
+            delivered: list[int] = []
+
+            def on_result(token: int, result: ProbeResult) -> None:
+                delivered.append(token)
+                raise RuntimeError("observer bug")
+
+            prober = HttpBatchProber(loop, on_result, twin.ExchangeEngine())
+            try:
+                prober.start(1, HttpProbe(check))
+                prober.start(2, HttpProbe(check))
+                for _ in range(300):
+                    if len(delivered) == 2:
+                        break
+                    await asyncio.sleep(0.01)
+            finally:
+                prober.close()
+            assert sorted(delivered) == [1, 2]  # the first raise did not lose the second
+            return seen
+
+        seen = run(main())
+    assert len(seen) == 2 and isinstance(seen[0]["exception"], RuntimeError)
