@@ -2,7 +2,9 @@
 
 Owns: the socket of each url fetch (options set by probes/sockopts.py), the TLS
 client context built from the SSL block, the per-url deadline, and turning socket and TLS
-errors into `Failure`s. Wire format and verdicts live in `probes/httpwire.py`.
+errors into `Failure`s. Wire format and verdicts live in `probes/httpwire.py`. The daemon
+runs plain HTTP_GET through `probes/httpbatch.py` (the batched engine), which judges with
+the same reader and `failure_of`; this probe runs SSL_GET and the rest.
 Must not: decide health — retries, keepalived's "re-check only the failed url" memory and
 fast_recovery belong to health/ and the scheduler — nor keep state between runs, nor know
 keyword spellings.
