@@ -527,6 +527,8 @@ class Runtime:
                                             self.options.reload_attempts, _sleep_for, log,
                                             give_up=lambda: self._stop_requested)
         self.counters.ops_applied += len(removals) - len(outcome.failures)
+        if removals:
+            self.observers.applied(self, removals, outcome.failures, "reload")
         if not outcome.ok:
             self.counters.op_failures += len(outcome.failures)
             self._refresh_applied()

@@ -89,8 +89,16 @@ class Observers:
                 self._observers.remove(observer)
 
     async def open(self, runtime: Runtime) -> None:
-        for observer in list(self._observers):
-            await observer.open(runtime)  # a failure here is the caller's to report
+        """Opens every observer; when one fails, closes those already open and re-raises
+        (the caller reports it and starts nothing)."""
+        opened: list[Observer] = []
+        try:
+            for observer in list(self._observers):
+                await observer.open(runtime)
+                opened.append(observer)
+        except BaseException:
+            await Observers(opened).close()
+            raise
 
     def started(self, runtime: Runtime) -> None:
         self._call("started", runtime)
