@@ -31,6 +31,15 @@ class _Interrupted(Exception):
     pass
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """Outside the event loop (setting up, reporting) a stop signal unwinds the stack,
+    and every `with`/`finally` on the way removes what it made."""
+    raise _Interrupted
+
+
 def _positive(kind: type) -> Any:
     def convert(text: str) -> Any:
         try:
@@ -106,8 +115,9 @@ def register(subparsers: Any) -> None:
                              "bench process)")
     parser.add_argument("--timeout", type=_positive(float), default=2.0, metavar="S",
                         help="connect_timeout of every check (default 2)")
-    parser.add_argument("--servers", type=_positive(int), default=1, metavar="N",
-                        help="target server processes answering HTTP (default 1)")
+    parser.add_argument("--servers", type=_positive(int), default=None, metavar="N",
+                        help="target server processes answering HTTP (default 2 on a "
+                             "host with 2 CPUs or more, else 1)")
     parser.add_argument("--netns", action="store_true",
                         help="put the targets in a network namespace the bench makes (veth, "
                              "198.18.0.0/16 answering, 198.19.0.0/17 silent so ping targets "
@@ -131,13 +141,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`fastcheck bench`; bad input and unusable hosts are messages, never tracebacks."""
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-    def interrupted(signum: int, frame: object) -> None:
-        raise _Interrupted
-
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     for signum in previous:
-        signal.signal(signum, interrupted)
+        signal.signal(signum, _interrupted)
     try:
         return _run(args, out, err)
     except BenchError as error:
@@ -237,10 +243,11 @@ def _one_run(args: argparse.Namespace, count: int, err: TextIO) -> tuple[Any, An
     if max_in_flight is not None and args.workers > 1:
         max_in_flight *= args.workers  # the engine's limit is daemon-wide
     failing = sum(bad for _, bad in split.values())
+    servers = args.servers or (2 if (os.cpu_count() or 1) >= 2 else 1)
     with TargetSet(space) as target_set:
         try:
             ports = target_set.open(layout.listener_ports_needed(split),
-                                    layout.closed_ports_needed(split), args.servers)
+                                    layout.closed_ports_needed(split), servers)
         except TargetError as error:
             raise BenchError(str(error)) from None
         try:
@@ -256,7 +263,7 @@ def _one_run(args: argparse.Namespace, count: int, err: TextIO) -> tuple[Any, An
                    CheckKind.PING: layout.Kind.PING}
         kinds = {pid: kind_of[probe.key.kind] for pid, probe in plan.probes.items()}
         spec = report.RunSpec(args.check, count, failing, args.interval,
-                              args.servers if ports.http else 0, max_in_flight, space.name)
+                              servers if ports.http else 0, max_in_flight, space.name)
         if not args.quiet:
             print(f"fastcheck bench: {args.check} x {count:,} targets, {args.duration:g} s, "
                   f"{args.workers} worker(s)…", file=err, flush=True)
@@ -264,7 +271,7 @@ def _one_run(args: argparse.Namespace, count: int, err: TextIO) -> tuple[Any, An
         async def main() -> Any:
             loop = asyncio.get_running_loop()
             stop = asyncio.Event()
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 loop.add_signal_handler(signum, stop.set)
             try:
                 return await measure.run(
@@ -273,8 +280,9 @@ def _one_run(args: argparse.Namespace, count: int, err: TextIO) -> tuple[Any, An
                     server_pids=target_set.server_pids(), stop=stop,
                     progress=_progress_printer(err, args.quiet))
             finally:
-                for signum in (signal.SIGINT, signal.SIGTERM):
+                for signum in STOP_SIGNALS:
                     loop.remove_signal_handler(signum)
+                    signal.signal(signum, _interrupted)  # not the defaults it restores
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             result = runner.run(main())

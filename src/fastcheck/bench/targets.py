@@ -233,12 +233,15 @@ class TargetSet:
         return tuple(self.pids)
 
     def close(self) -> None:
+        # A second Ctrl-C must not cut the clean-up short: hold the signals until done.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             self._stop_servers()
         finally:
             if self.namespace is not None:
                 self.namespace.remove()
                 self.namespace = None
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def _stop_servers(self) -> None:
         for sock in self.sockets:
