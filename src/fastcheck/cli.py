@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -22,6 +21,7 @@ from fastcheck import __version__
 from fastcheck.config.loader import load_file
 from fastcheck.daemon.app import HealthCarry, HealthFactory, Options
 from fastcheck.daemon.dump import DEFAULT_DATA_PATH, DEFAULT_JSON_PATH
+from fastcheck.daemon.log import LogSetupError, setup_logging
 from fastcheck.daemon.pidfile import DEFAULT_PID_FILE, PidFile, running_pid
 from fastcheck.daemon.signals import load_health, run_daemon
 from fastcheck.diff import diff
@@ -193,6 +193,13 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"],
                      help="log verbosity (default info)")
+    run.add_argument("--log-target", choices=["stderr", "syslog"], default="stderr",
+                     help="stderr (journald picks it up) or syslog via /dev/log "
+                          "(default stderr)")
+    run.add_argument("--log-facility", default="daemon", metavar="NAME",
+                     help="syslog facility with --log-target syslog (default daemon)")
+    run.add_argument("-D", "--log-detail", action="store_true",
+                     help="also log every IPVS operation and retry (keepalived's -D)")
 
 
 def _print_diagnostics(diags: Diagnostics, stream: TextIO) -> None:
@@ -317,8 +324,12 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
             health: tuple[HealthFactory, HealthCarry] | None = None) -> int:
     """`fastcheck run`; tests pass a stand-in `health`, the daemon loads the real one."""
-    logging.basicConfig(stream=err, level=args.log_level.upper(),
-                        format="%(asctime)s fastcheck[%(process)d]: %(message)s")
+    try:
+        setup_logging(target=args.log_target, level=args.log_level, detail=args.log_detail,
+                      stream=err, syslog_facility=args.log_facility)
+    except LogSetupError as error:
+        print(f"fastcheck: {error}", file=err)
+        return EXIT_USAGE
     args.strict = False
     config = _load(args.file, args, err)
     if config is None:
