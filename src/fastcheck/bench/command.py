@@ -104,8 +104,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--targets", type=_target_counts, default=[20_000], metavar="N[,N…]",
                         help="number of targets (default 20000); a comma list runs a sweep")
     parser.add_argument("--interval", type=_interval, default=None, metavar="S",
-                        help="seconds between checks of a target (delay_loop); default: as "
-                             "fast as possible (every probe reruns as soon as it ends)")
+                        help="seconds between checks of a target (delay_loop); default, or "
+                             "'max': as fast as possible (delay_loop 0.000001, the smallest "
+                             "the loader takes: every probe reruns as soon as it ends, the "
+                             "scheduler skipping the slots a run overran)")
     parser.add_argument("--duration", type=_positive(float), default=DEFAULT_DURATION_S,
                         metavar="S", help=f"seconds per run (default {DEFAULT_DURATION_S:g})")
     parser.add_argument("--failing", type=_share, default=0.0, metavar="SHARE",

@@ -98,6 +98,7 @@ def to_json(spec: RunSpec, result: RunResult, size: Sizing) -> dict[str, Any]:
         "target_servers": spec.servers,
         "max_in_flight": spec.max_in_flight,
         "implementation": result.implementations,
+        "event_loop": "uvloop",
         "checks": result.checks,
         "ok": result.checks - result.failed,
         "failed": result.failed,
