@@ -90,3 +90,34 @@ def test_readme_quick_start_falls_back_to_dry_run_without_ipvs(tmp_path):
     assert "IPVS is not available" in output and "running as --dry-run" in output
     assert "[dry-run] Adding Virtual Server [127.0.0.100]:tcp:80 (wlc)" in output
     assert "stopped (exit status 0)" in output
+
+
+def test_log_detail_adds_the_operations_health_already_announced(tmp_path):
+    (port,) = closed_ports(1)
+    conf = tmp_path / "one.conf"
+    conf.write_text(CONFIG.format(servers=SERVER.format(port=port)))
+    base = ["run", "-f", str(conf), "--dry-run", "--pid-file", str(tmp_path / "pid"),
+            "--repair-interval", "0"]
+    removed = f"Removing service [127.0.0.1]:tcp:{port} from VS [10.0.0.1]:tcp:80"
+
+    plain = run_until(base, lambda text: removed in text)
+    assert f"TCP connection to [127.0.0.1]:tcp:{port} failed (refused" in plain
+    assert f"[dry-run] {removed} (health)" not in plain  # the event line says it once
+
+    detailed = run_until([*base, "--log-detail"],
+                         lambda text: f"[dry-run] {removed} (health)" in text)
+    assert f"[dry-run] {removed} (health)" in detailed
+
+
+def test_syslog_target_without_a_syslog_socket_is_a_clear_usage_error(tmp_path):
+    if os.path.exists("/dev/log"):
+        pytest.skip("/dev/log exists here: logging to syslog would work")
+    conf = tmp_path / "one.conf"
+    conf.write_text(CONFIG.format(servers=SERVER.format(port=closed_ports(1)[0])))
+    result = subprocess.run([sys.executable, "-m", "fastcheck.cli", "run", "-f", str(conf),
+                             "--dry-run", "--pid-file", str(tmp_path / "pid"),
+                             "--log-target", "syslog"], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert "/dev/log does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "pid").exists()
