@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,18 +185,45 @@ def one_round(config: Config, plan: ProbePlan, workers: int, measure_s: float) -
         try:
             engine.start(plan)
             await asyncio.sleep(WARMUP_S)
+            pids = list(getattr(engine, "pids", []))
+            main0, workers0 = cpu_of_self(), sum(cpu_of(pid) for pid in pids)
+            host0 = host_busy_s()
             counting = True
             began = time.perf_counter()
             await asyncio.sleep(measure_s)
             counting = False
             elapsed = time.perf_counter() - began
+            main1, workers1 = cpu_of_self(), sum(cpu_of(pid) for pid in pids)
+            host1 = host_busy_s()
             stats = engine.stats()
         finally:
             engine.close()
+        per_1000 = 1000 / max(counted, 1)
         return {"rate": counted / elapsed, "ok": ok, "counted": counted,
-                "lag_p99_s": stats.start_lag.quantile(0.99), "workers": stats.workers}
+                "lag_p99_s": stats.start_lag.quantile(0.99), "workers": stats.workers,
+                "main_cpu_ms_per_1000": round((main1 - main0) * per_1000 * 1000, 1),
+                "worker_cpu_ms_per_1000": round((workers1 - workers0) * per_1000 * 1000, 1),
+                "cores_used": round((main1 - main0 + workers1 - workers0) / elapsed, 2),
+                "host_cores_busy": round((host1 - host0) / elapsed, 2)}
 
     return uvloop.run(main())
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def host_busy_s() -> float:
+    """CPU seconds the whole machine spent busy so far (all processes, from /proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 RATES: dict[int, list[float]] = {}
@@ -222,9 +252,16 @@ def test_checks_per_second(benchmark: BenchmarkFixture, farm: Farm, workers: int
         workers=workers, targets=len(plan), measure_s=measure_s,
         checks_per_s=[round(r) for r in rates],
         checks_per_s_median=round(statistics.median(rates)),
-        checks_per_s_min=round(min(rates)), checks_per_s_max=round(max(rates)))
+        checks_per_s_min=round(min(rates)), checks_per_s_max=round(max(rates)),
+        main_cpu_ms_per_1000=[o["main_cpu_ms_per_1000"] for o in outcomes],
+        worker_cpu_ms_per_1000=[o["worker_cpu_ms_per_1000"] for o in outcomes],
+        cores_used=[o["cores_used"] for o in outcomes],
+        host_cores_busy=[o["host_cores_busy"] for o in outcomes])
     line = (f"\nworkers={workers}: {len(plan)} targets; checks/s median "
-            f"{statistics.median(rates):,.0f} (min {min(rates):,.0f}, max {max(rates):,.0f})")
+            f"{statistics.median(rates):,.0f} (min {min(rates):,.0f}, max {max(rates):,.0f}); "
+            f"CPU ms per 1000 checks: daemon process {info['main_cpu_ms_per_1000']}, "
+            f"workers {info['worker_cpu_ms_per_1000']}; CPU cores used {info['cores_used']} "
+            f"(the whole machine: {info['host_cores_busy']})")
     if workers == 2 and 1 in RATES:
         speedup = statistics.median(rates) / statistics.median(RATES[1])
         info["speedup_vs_1"] = round(speedup, 2)
