@@ -29,7 +29,7 @@ import pytest
 
 from fastcheck.config.loader import load_file, load_text
 from fastcheck.daemon.app import Options, Runtime
-from fastcheck.daemon.engine import LocalEngine
+from fastcheck.daemon.engine import LocalEngine, implementations
 from fastcheck.daemon.workers import ShardedEngine, engine_factory, make_engine, worker_count
 from fastcheck.daemon.workerwire import (
     Channel,
@@ -267,7 +267,8 @@ def test_stats_merge_both_workers(run, servers):
             assert merged.start_lag.count == sum(s.start_lag.count for s in each if s)
             assert merged.start_lag.count == merged.started
             assert merged.wake_lag.count == sum(s.wake_lag.count for s in each if s) > 0
-            assert merged.implementations.get("tcpconnect") in ("c", "py")
+            # the workers' own choice, reported back: the same rule and environment
+            assert merged.implementations == implementations()
         finally:
             engine.close()
 
