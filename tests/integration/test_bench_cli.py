@@ -67,7 +67,7 @@ def needs_icmp(check: str) -> None:
 def test_small_run_reports_checks_and_the_failing_share(check: str) -> None:
     needs_icmp(check)
     failing = "0" if check == "ping" else "0.1"
-    doc = bench_json("--check", check, "--targets", "200", "--duration", "2",
+    doc = bench_json("--check", check, "--targets", "200", "--duration", "1",
                      "--failing", failing)
     expected_failing = 0 if check == "ping" else 20
     assert doc["check"] == check and doc["targets"] == 200
@@ -107,7 +107,7 @@ def test_workers_run_the_sharded_engine() -> None:
         from fastcheck.daemon.workers import make_engine  # noqa: F401
     except ImportError:
         pytest.skip("fastcheck.daemon.workers is not in this tree yet")
-    doc = bench_json("--check", "tcp", "--targets", "200", "--duration", "2",
+    doc = bench_json("--check", "tcp", "--targets", "200", "--duration", "1",
                      "--workers", "2", "--failing", "0.05")
     assert doc["workers"] == 2 and doc["engine"] == "ShardedEngine"
     assert doc["down_targets"] == 10 and doc["never_answered"] == 0
