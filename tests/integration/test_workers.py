@@ -3,10 +3,11 @@
 Listeners on 127.0.0.1-127.0.0.4 (so both workers get probes) and closed ports; two
 workers run the TCP checks and every probe must report through `on_result` with the
 right verdict; reloads add and remove probes on both workers; a retry comes early;
-`stats()` merges both workers; a worker killed with SIGKILL is replaced and its probes
-report again; too many deaths stop the engine through `on_fatal`; `close()` and a killed
-daemon leave no worker behind; and a daemon `Runtime` (memory backend) runs end to end on
-`ShardedEngine`. Also the wire: channel framing, result batches, the shard rule.
+`stats()` merges both workers; a worker killed with SIGKILL (or stuck: SIGSTOP) is
+replaced and its probes report again; too many deaths stop the engine through
+`on_fatal`; `close()` and a killed daemon leave no worker behind; and a daemon `Runtime`
+(memory backend) runs end to end on `ShardedEngine`. Also the wire: channel framing,
+result batches, the shard rule.
 """
 
 from __future__ import annotations
@@ -307,6 +308,33 @@ def test_a_killed_worker_is_restarted_and_its_probes_report_again(run, servers, 
     assert not fatal
     assert record.verdicts() == expected(plan, closed)
     assert {where[pid] for pid in plan.probes} == {0, 1}
+
+
+def test_a_stuck_worker_is_killed_and_restarted(run, servers, caplog):
+    reals = [(h, servers.listening(h)) for h in HOSTS]
+    config, plan = load(reals)
+    record = Recorder()
+
+    async def scenario() -> None:
+        engine = ShardedEngine(asyncio.get_running_loop(), plan, config, record, workers=2,
+                               bootstrap_s=0.0, stats_interval_s=0.05, stall_timeout_s=0.5)
+        try:
+            engine.start(plan)
+            await until(lambda: all(record.results[pid] for pid in plan.probes))
+            stuck = engine.pids[0]
+            os.kill(stuck, signal.SIGSTOP)
+            await until(lambda: engine.restarts == 1)
+            assert not alive(stuck) and engine.pids[0] != stuck
+            restarted = time.monotonic()
+            await until(lambda: all(any(t > restarted for t, _ in record.results[pid])
+                                    for pid in plan.probes))
+        finally:
+            engine.close()
+
+    with caplog.at_level(logging.ERROR, logger="fastcheck"):
+        run(scenario())
+    assert any("probe worker 0" in r.getMessage() and "sent nothing" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_workers_that_keep_dying_stop_the_engine(run, servers, caplog):

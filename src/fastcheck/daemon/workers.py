@@ -6,8 +6,8 @@ plan between them (by CRC-32 of the target host, see `workerwire.shard_of`: per-
 limits hold inside one worker and a reload keeps every probe on its worker), sending each
 worker its share on start and reload, routing retries, handing every result to the one
 `on_result` of the daemon, merging the workers' statistics, restarting a worker that died
-(at most `max_restarts` within `restart_window_s`, then the daemon is stopped), and
-never leaving a child behind on `close()`.
+or went silent for `stall_timeout_s` (at most `max_restarts` within `restart_window_s`,
+then the daemon is stopped), and never leaving a child behind on `close()`.
 Must not: decide health or touch IPVS (the daemon's Runtime stays the only owner of
 both), read the configuration file, or block the loop except in `close()` (bounded).
 
@@ -126,7 +126,7 @@ def _merge(into: LagHistogram, state: tuple[list[int], int, float, float]) -> No
 class _Worker:
     """One worker process as the daemon sees it."""
 
-    __slots__ = ("channel", "ids", "index", "last_stats", "process", "retries")
+    __slots__ = ("channel", "heard_at", "ids", "index", "last_stats", "process", "retries")
 
     def __init__(self, index: int, ids: list[int]) -> None:
         self.index = index
@@ -135,6 +135,7 @@ class _Worker:
         self.channel: Channel | None = None
         self.retries: list[tuple[int, float]] = []
         self.last_stats: dict[str, Any] | None = None
+        self.heard_at = 0.0  # loop time of its last message (or of its start)
 
 
 class ShardedEngine:
@@ -144,7 +145,8 @@ class ShardedEngine:
                  on_result: OnResult, *, workers: int, rng: random.Random | None = None,
                  max_in_flight: int | None = None, bootstrap_s: float = 1.0,
                  on_fatal: Callable[[str], None] | None = None, max_restarts: int = 5,
-                 restart_window_s: float = 60.0, stats_interval_s: float = 0.25) -> None:
+                 restart_window_s: float = 60.0, stats_interval_s: float = 0.25,
+                 stall_timeout_s: float = 10.0) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.loop = loop
@@ -170,6 +172,8 @@ class ShardedEngine:
                                     missed_runs=0)
         self._started = False
         self._closed = False
+        self._stall_timeout_s = stall_timeout_s
+        self._watchdog: asyncio.TimerHandle | None = None
         self.restarts = 0  # workers restarted so far
 
     # ------------------------------------------------------------------ ProbeEngine
@@ -182,6 +186,7 @@ class ShardedEngine:
             for worker, share in zip(self._workers, shares, strict=True):
                 worker.ids = share
         self._started = True
+        self._watchdog = self.loop.call_later(self._stall_timeout_s / 4, self._watch)
         for worker in self._workers:
             self._spawn(worker)
 
@@ -230,6 +235,9 @@ class ShardedEngine:
         if self._closed:
             return
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         deadline = time.monotonic() + CLOSE_TIMEOUT_S
         for worker in self._workers:
             if worker.channel is not None:
@@ -298,6 +306,7 @@ class ShardedEngine:
         finally:
             child.close()
         worker.last_stats = None
+        worker.heard_at = self.loop.time()
         worker.retries.clear()
         worker.channel = Channel(self.loop, parent, lambda m: self._on_message(worker, m),
                                  lambda: self._on_closed(worker))
@@ -311,6 +320,7 @@ class ShardedEngine:
                   worker.process.pid, len(worker.ids))
 
     def _on_message(self, worker: _Worker, message: Any) -> None:
+        worker.heard_at = self.loop.time()
         kind = message[0]
         if kind == "results":
             on_result = self._on_result
@@ -364,6 +374,24 @@ class ShardedEngine:
             return
         log.error("probe worker %d restarted (pid %d) with its %d probes", worker.index,
                   worker.process.pid if worker.process else -1, len(worker.ids))
+
+    def _watch(self) -> None:
+        """A worker silent for `stall_timeout_s` (no results, no stats, which it sends
+        every `stats_interval_s`) is stuck: kill it, and the restart path takes over."""
+        self._watchdog = None
+        if self._closed:
+            return
+        now = self.loop.time()
+        for worker in self._workers:
+            process = worker.process
+            if (worker.channel is not None and process is not None
+                    and now - worker.heard_at > self._stall_timeout_s
+                    and process.poll() is None):
+                log.error("probe worker %d (pid %d) sent nothing for %.0f s; killing it",
+                          worker.index, process.pid, now - worker.heard_at)
+                process.kill()
+                worker.heard_at = now  # its channel's EOF follows
+        self._watchdog = self.loop.call_later(self._stall_timeout_s / 4, self._watch)
 
     def _retire(self, worker: _Worker) -> None:
         """Keeps a dead worker's counters in the totals."""
