@@ -18,6 +18,11 @@ the in-process engine. Below a few thousand probes one loop has CPU to spare and
 only add start-up time and a hop per result. The count holds for the daemon's life (a
 reload never changes it).
 
+Giving up: after `max_restarts` deaths within `restart_window_s` the engine logs a
+critical line, closes, and calls `on_fatal(message)`; without `on_fatal` it sends the
+daemon SIGTERM (its own stop path). Workers start from the thread that builds the engine
+(the loop's): PR_SET_PDEATHSIG fires when that thread ends.
+
 `max_in_flight` is the daemon-wide limit: each worker gets an equal share (rounded up).
 The daemon hears each result after the worker's scheduler has already been told the run
 finished, so `accept(probe_id)` only says whether the probe is still in the plan.
@@ -170,7 +175,6 @@ class ShardedEngine:
         self._retry_flush_armed = False
         self._retired = EngineStats(workers=workers, probes=0, running=0, started=0,
                                     missed_runs=0)
-        self._started = False
         self._closed = False
         self._stall_timeout_s = stall_timeout_s
         self._watchdog: asyncio.TimerHandle | None = None
@@ -185,7 +189,6 @@ class ShardedEngine:
             shares, self._where = split_plan(plan, self.workers)
             for worker, share in zip(self._workers, shares, strict=True):
                 worker.ids = share
-        self._started = True
         self._watchdog = self.loop.call_later(self._stall_timeout_s / 4, self._watch)
         for worker in self._workers:
             self._spawn(worker)
