@@ -193,6 +193,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"],
                      help="log verbosity (default info)")
+    run.add_argument("--workers", default="auto", metavar="N|auto",
+                     help="probe engine processes: N, or auto (default) = one per CPU when "
+                          "the configuration has at least 5,000 probes, else 1 (in process)")
     run.add_argument("--log-target", choices=["stderr", "syslog"], default="stderr",
                      help="stderr (journald picks it up) or syslog via /dev/log "
                           "(default stderr)")
@@ -337,6 +340,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
     if args.reload_attempts < 1:
         print("fastcheck: --reload-attempts must be at least 1", file=err)
         return EXIT_USAGE
+    from fastcheck.daemon.workers import engine_factory, worker_count
+
+    try:
+        worker_count(args.workers, 0)
+    except ValueError as error:
+        print(f"fastcheck: --workers: {error}", file=err)
+        return EXIT_USAGE
     observers: list[Any] = []
     if args.status_listen is not None:
         from fastcheck.daemon.status import StatusServer, parse_listen
@@ -377,7 +387,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
             data_path=args.dump_file, json_path=args.dump_json)
         try:
             return run_daemon(options, backend, config, factory, carry,
-                              observers=observers)
+                              observers=observers,
+                              engine_factory=engine_factory(args.workers))
         except FastcheckError as error:
             print(f"fastcheck: {error}", file=err)
             return EXIT_INVALID

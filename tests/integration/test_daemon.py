@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastcheck.config.loader import load_file
-from fastcheck.daemon.app import Options, Runtime
+from fastcheck.daemon.app import Options, Runtime, local_engine
 from fastcheck.diff import ConfigDiff
 from fastcheck.ipvs.memory import MemoryBackend
 from fastcheck.ipvs.ops import ServiceOp, Verb
@@ -463,3 +464,30 @@ def test_start_adopts_a_matching_kernel_table_without_operations(run, tmp_path):
         run(scenario())
     finally:
         a.close()
+
+
+def test_an_engine_that_cannot_go_on_stops_the_daemon_with_status_1(run, tmp_path, caplog):
+    a, port_a = listener()
+    path = tmp_path / "fc.conf"
+    write_config(path, {"10.0.0.1": [port_a]})
+    config, _ = load_file(str(path))
+
+    def failing_engine(loop, plan, cfg, on_result, opts, rng, *, on_fatal):
+        engine = local_engine(loop, plan, cfg, on_result, opts, rng)
+        loop.call_later(0.2, on_fatal, "probe worker 1 died 6 times in 60 s")
+        return engine
+
+    async def scenario() -> None:
+        backend = MemoryBackend()
+        runtime = Runtime(config, backend, UpIfLastOk, UpIfLastOk.carry,
+                          options(tmp_path, path), engine_factory=failing_engine)
+        status = await asyncio.wait_for(runtime.run(), 10)
+        assert status == 1
+        assert backend.table == {}  # released as on any stop
+
+    try:
+        with caplog.at_level(logging.CRITICAL, logger="fastcheck"):
+            run(scenario())
+    finally:
+        a.close()
+    assert "stopping: probe worker 1 died 6 times in 60 s" in caplog.text

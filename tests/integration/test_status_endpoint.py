@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -99,7 +100,7 @@ def wait_for(predicate, what: str, timeout_s: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def running_daemon(tmp: Path) -> Iterator[Daemon]:
+def running_daemon(tmp: Path, *extra: str) -> Iterator[Daemon]:
     """A dry-run daemon with its endpoint, once both servers have been judged."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -113,7 +114,7 @@ def running_daemon(tmp: Path) -> Iterator[Daemon]:
         [sys.executable, "-m", "fastcheck.cli", "run", "-f", str(conf), "--dry-run",
          "--pid-file", str(tmp / "pid"), "--repair-interval", "0",
          "--dump-file", str(tmp / "dump"), "--dump-json", str(tmp / "dump.json"),
-         "--status-listen", f"127.0.0.1:{port}"],
+         "--status-listen", f"127.0.0.1:{port}", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     d = Daemon(proc, port, up, down)
     try:
@@ -407,3 +408,27 @@ def test_server_turns_away_clients_over_its_limit(run) -> None:
             await server.close()
 
     run(scenario())
+
+
+def test_daemon_on_two_probe_workers_judges_and_leaves_no_worker_behind(
+        tmp_path: Path) -> None:
+    with running_daemon(tmp_path, "--workers", "2") as d:
+        status = json.loads(d.get("/status")[2])
+        pids = status["engine"]["worker_pids"]
+        assert status["engine"]["workers"] == 2 and len(pids) == 2
+        assert all(os.path.exists(f"/proc/{pid}") for pid in pids)
+        assert status["engine"]["implementations"]
+    assert d.proc.returncode == 0
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids),
+             "the probe workers to exit", timeout_s=10)
+
+
+def test_bad_worker_count_is_a_usage_error(tmp_path: Path) -> None:
+    conf = tmp_path / "farm.conf"
+    conf.write_text(CONFIG.format(up=free_port(), down=free_port()))
+    result = subprocess.run([sys.executable, "-m", "fastcheck.cli", "run", "-f", str(conf),
+                             "--dry-run", "--pid-file", str(tmp_path / "pid"),
+                             "--workers", "many"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "--workers: workers must be a number or 'auto'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -172,8 +172,8 @@ def test_a_scheduler_that_falls_behind_feeds_no_watchdog(
     config, _ = load_file(str(conf))
     factory, carry = load_health()
 
-    def lagging(*args: Any) -> Any:
-        return LaggingEngine(local_engine(*args))
+    def lagging(*args: Any, **kwargs: Any) -> Any:
+        return LaggingEngine(local_engine(*args, **kwargs))
 
     seen: list[Message] = []
     receiver = threading.Thread(

@@ -97,14 +97,15 @@ class Health(Protocol):
         ...
 
 
-# engine_factory(loop, plan, config, on_result, options, rng) → the probe engine.
-EngineFactory = Callable[[asyncio.AbstractEventLoop, ProbePlan, Config, OnResult, "Options",
-                          random.Random | None], ProbeEngine]
+# engine_factory(loop, plan, config, on_result, options, rng, *, on_fatal) → the probe
+# engine; on_fatal(message) is for an engine that cannot go on (workers keep dying).
+EngineFactory = Callable[..., ProbeEngine]
 
 
 def local_engine(loop: asyncio.AbstractEventLoop, plan: ProbePlan, config: Config,
-                 on_result: OnResult, options: Options, rng: random.Random | None) -> ProbeEngine:
-    """The in-process engine (the default)."""
+                 on_result: OnResult, options: Options, rng: random.Random | None, *,
+                 on_fatal: Callable[[str], None] | None = None) -> ProbeEngine:
+    """The in-process engine (the default); it has no way to fail as a whole."""
     return LocalEngine(loop, plan, config, on_result, rng=rng,
                        max_in_flight=options.max_in_flight,
                        bootstrap_s=options.scheduler_bootstrap_s)
@@ -215,7 +216,7 @@ class Runtime:
         self.started_at = time.time()
         self.exit_status = EXIT_OK
         self.engine: ProbeEngine = (engine_factory or local_engine)(
-            self.loop, self.plan, config, self._on_result, options, rng)
+            self.loop, self.plan, config, self._on_result, options, rng, on_fatal=self.fatal)
         self._owned_keys = frozenset(desired_table(config))
         self._pending: list[tuple[int, ProbeResult]] = []
         self._flush_armed = False
@@ -243,6 +244,13 @@ class Runtime:
     def request_stop(self) -> None:
         self._stop_requested = True
         self._wake.set()
+
+    def fatal(self, message: str) -> None:
+        """Something the daemon cannot run without broke (e.g. probe workers keep dying):
+        stop, releasing as usual, and exit with status 1."""
+        log.critical("stopping: %s", message)
+        self.exit_status = EXIT_FAILED
+        self.request_stop()
 
     # ------------------------------------------------------------------ main loop
 
@@ -579,7 +587,9 @@ class Runtime:
                        "lag_p50_s": stats.start_lag.quantile(0.5),
                        "lag_p99_s": stats.start_lag.quantile(0.99),
                        "lag_max_s": stats.start_lag.max,
-                       "implementations": stats.implementations},
+                       "implementations": stats.implementations,
+                       "worker_pids": list(getattr(self.engine, "pids", [])),
+                       "worker_restarts": getattr(self.engine, "restarts", 0)},
             "ipvs_services": len(self.applied),
             "ipvs_destinations": sum(len(svc.destinations) for svc in self.applied.values()),
             **self.health.snapshot(),

@@ -98,10 +98,11 @@ def engine_factory(workers: int | str | None) -> Callable[..., ProbeEngine]:
     """A `Runtime` engine_factory: (loop, plan, config, on_result, options, rng)."""
 
     def factory(loop: asyncio.AbstractEventLoop, plan: ProbePlan, config: Config,
-                on_result: OnResult, options: Any, rng: random.Random | None) -> ProbeEngine:
+                on_result: OnResult, options: Any, rng: random.Random | None, *,
+                on_fatal: Callable[[str], None] | None = None) -> ProbeEngine:
         return make_engine(loop, plan, config, on_result, workers=workers, rng=rng,
                            max_in_flight=options.max_in_flight,
-                           bootstrap_s=options.scheduler_bootstrap_s)
+                           bootstrap_s=options.scheduler_bootstrap_s, on_fatal=on_fatal)
 
     return factory
 
