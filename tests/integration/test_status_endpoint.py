@@ -331,7 +331,10 @@ class _Runtime:
         self.started_at = 0.0
         self.health = SimpleNamespace(snapshot=lambda: {"virtual_servers": []})
 
-    def status(self) -> dict[str, Any]:
+    async def health_snapshot(self) -> dict[str, Any]:
+        return self.health.snapshot()
+
+    def status(self, health: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"pid": 7, "virtual_servers": []}
 
 

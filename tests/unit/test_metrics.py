@@ -54,7 +54,10 @@ class FakeRuntime:
         self.clock = 0.0
         self.loop = SimpleNamespace(time=lambda: self.clock)
 
-    def status(self) -> dict[str, Any]:
+    async def health_snapshot(self) -> dict[str, Any]:
+        return self.health.snapshot()
+
+    def status(self, health: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"pid": 1, **SNAPSHOT}
 
 

@@ -14,7 +14,6 @@ only services of the configuration in force (or applied earlier) are ever change
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import random
@@ -145,36 +144,6 @@ class Counters:
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
-
-
-def _value_text(value: Any) -> str:
-    if isinstance(value, CheckKey):
-        return f"{value.probe.kind.value} of {value.rs}"
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return "[" + ", ".join(_value_text(item) for item in value) + "]"
-    return str(value)
-
-
-def event_text(event: Any) -> str:
-    """One readable line for a health event: its name and the fields that say something."""
-    describe = getattr(event, "describe", None)
-    if callable(describe):
-        return str(describe())
-    if not dataclasses.is_dataclass(event) or isinstance(event, type):
-        return str(event)
-    parts = []
-    for item in dataclasses.fields(event):
-        value = getattr(event, item.name)
-        if value is None or value is False or value == ():
-            continue
-        parts.append(item.name if value is True else f"{item.name} {_value_text(value)}")
-    return f"{type(event).__name__}: " + ", ".join(parts)
-
-
-def _event_lines(event: Any) -> list[tuple[int, str]]:
-    """keepalived-like lines for a health event; anything else as `event_text`."""
-    lines = event_messages(event)
-    return lines if lines else [(logging.INFO, event_text(event))]
 
 
 def copy_table(table: Table) -> Table:
@@ -386,7 +355,7 @@ class Runtime:
             if isinstance(event, CheckerUp):
                 for failure in Failure:  # a new failure after recovery logs at once
                     self._repeats.forget((event.check, failure))
-            for level, text in _event_lines(event):
+            for level, text in event_messages(event):
                 log.log(level, "%s", text)
 
     # ------------------------------------------------------------------ applying
@@ -572,9 +541,28 @@ class Runtime:
 
     # ------------------------------------------------------------------ status
 
-    def status(self) -> dict[str, Any]:
+    async def health_snapshot(self, slice_s: float = 0.005) -> dict[str, Any]:
+        """`health.snapshot()` built a virtual server at a time, letting the loop run other
+        work every `slice_s`: at 20,000 real servers a snapshot takes ~0.2 s, which would
+        otherwise delay that many probe starts (the status endpoint uses this)."""
+        health = self.health  # a reload may replace it meanwhile: finish with this one
+        parts = getattr(health, "vs_snapshots", None)
+        budget = getattr(health, "budget_snapshot", None)
+        if parts is None or budget is None:
+            return health.snapshot()
+        servers = []
+        began = time.perf_counter()
+        for item in parts():
+            servers.append(item)
+            if time.perf_counter() - began > slice_s:
+                await asyncio.sleep(0)
+                began = time.perf_counter()
+        return {"virtual_servers": servers, "removal_budget": budget()}
+
+    def status(self, health: dict[str, Any] | None = None) -> dict[str, Any]:
         """JSON-ready state of the whole daemon (the status endpoint, `fastcheck status`):
-        configuration, counters, engine figures, and every virtual/real server's health."""
+        configuration, counters, engine figures, and every virtual/real server's health
+        (`health`: a snapshot made already, e.g. by `health_snapshot()`)."""
         stats = self.engine.stats()
         return {
             "pid": os.getpid(), "config": self.options.config_path,
@@ -592,7 +580,7 @@ class Runtime:
                        "worker_restarts": getattr(self.engine, "restarts", 0)},
             "ipvs_services": len(self.applied),
             "ipvs_destinations": sum(len(svc.destinations) for svc in self.applied.values()),
-            **self.health.snapshot(),
+            **(self.health.snapshot() if health is None else health),
         }
 
     # ------------------------------------------------------------------ stop

@@ -87,13 +87,14 @@ class Scrape:
     pace: Pace | None
 
     @classmethod
-    def of(cls, runtime: Runtime, pace: Pace | None) -> Scrape:
+    def of(cls, runtime: Runtime, pace: Pace | None,
+           snapshot: dict[str, Any] | None = None) -> Scrape:
         stats = dataclasses.replace(runtime.engine.stats())
         stats.start_lag = _copy_lag(stats.start_lag)
         stats.wake_lag = _copy_lag(stats.wake_lag)
         stats.implementations = dict(stats.implementations)
         return cls(runtime.started_at, stats, dataclasses.replace(runtime.counters),
-                   runtime.health.snapshot(), pace)
+                   runtime.health.snapshot() if snapshot is None else snapshot, pace)
 
 
 class _ScrapeCollector:
@@ -256,10 +257,11 @@ class Metrics:
         self.reloads.labels("ok" if ok else "failed").inc()
         self.reload_duration.observe(duration_s)
 
-    def capture(self) -> Scrape | None:
-        """Copies what a scrape reports from the runtime; call on the daemon's loop."""
+    def capture(self, snapshot: dict[str, Any] | None = None) -> Scrape | None:
+        """Copies what a scrape reports from the runtime; call on the daemon's loop.
+        `snapshot`: the health snapshot, when the caller made it already."""
         runtime = self._source()
-        return None if runtime is None else Scrape.of(runtime, self._pace())
+        return None if runtime is None else Scrape.of(runtime, self._pace(), snapshot)
 
     def render(self, scrape: Scrape | None) -> bytes:
         """The Prometheus text format (version 0.0.4) of `scrape` plus the hook-fed

@@ -262,13 +262,15 @@ class StatusServer(Observer):
             # 0.0.4: every name is a legacy one, understood by Prometheus 2 and 3 alike
             from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-            scrape = self.metrics.capture()
+            snapshot = await runtime.health_snapshot() if runtime is not None else None
+            scrape = self.metrics.capture(snapshot)
             body = await self._off_loop(self.metrics.render, scrape)
             return Response(200, CONTENT_TYPE_PLAIN_0_0_4, body)
         if path == "/status":
             if runtime is None:
                 return _text(503, "starting")
-            body = await self._off_loop(_json, runtime.status())  # a fresh copy
+            snapshot = await runtime.health_snapshot()
+            body = await self._off_loop(_json, runtime.status(snapshot))  # a fresh copy
             return Response(200, "application/json", body)
         if path == "/":
             return _text(200, "fastcheck: /metrics /status /healthz")

@@ -32,6 +32,7 @@ until `set_vip_present(vs, False)`; while absent, results for that VS are ignore
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import replace
 
 from fastcheck.health import events as ev
@@ -441,9 +442,14 @@ class HealthState:
 
     def snapshot(self) -> dict[str, object]:
         """Every VS, RS and check's state as JSON-able data (SIGUSR1, status)."""
-        servers = []
+        return {"virtual_servers": list(self.vs_snapshots()),
+                "removal_budget": self.budget_snapshot()}
+
+    def vs_snapshots(self) -> Iterator[dict[str, object]]:
+        """`snapshot()`'s virtual servers one at a time, so a caller on the event loop can
+        let other work in between at tens of thousands of real servers."""
         for vs in self._vs.values():
-            servers.append({
+            item: dict[str, object] = {
                 "vs": str(vs.key), "quorum": vs.cfg.quorum, "hysteresis": vs.cfg.hysteresis,
                 "quorum_up": vs.quorum_up, "weight_sum": vs.live_sum,
                 "sorry_server_active": vs.sorry_active, "vip_present": vs.vip_present,
@@ -452,14 +458,16 @@ class HealthState:
                     "weight": rs.cfg.weight, "effective_weight": rs.weight,
                     "table_weight": rs.put, "slow_start": rs.ramp_start is not None,
                     "checks": [c.snapshot() for c in rs.checkers],
-                } for rs in vs.servers]})
+                } for rs in vs.servers]}
             if self.options.budget_per_vs and vs.budget is not None:
-                servers[-1]["removal_budget"] = vs.budget.snapshot()
-        budget = self.budget.snapshot()
+                item["removal_budget"] = vs.budget.snapshot()
+            yield item
+
+    def budget_snapshot(self) -> dict[str, object]:
         if self.options.budget_per_vs:
-            budget = {"enabled": self.budget.enabled, "per_vs": True,
-                      "tripped": len(self._tripped),
-                      "trips": sum(b.trips for b in self.budgets.values()),
-                      "held": sum(len(b.held) for b in self.budgets.values())}
-        return {"virtual_servers": servers, "removal_budget": budget}
+            return {"enabled": self.budget.enabled, "per_vs": True,
+                    "tripped": len(self._tripped),
+                    "trips": sum(b.trips for b in self.budgets.values()),
+                    "held": sum(len(b.held) for b in self.budgets.values())}
+        return self.budget.snapshot()
 
