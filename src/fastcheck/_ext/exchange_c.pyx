@@ -17,19 +17,22 @@ descriptor kept alive by a forked child, say) is ignored, so a slot reused for a
 exchange never takes an old socket's events, and sockets need no ``EPOLL_CTL_DEL`` before
 their close. Python objects a slot or a queued request holds (payload, feed) are owned
 references, released when the exchange ends or the engine closes.
-The argument validation helpers are ``tcpconnect_c``'s, repeated (cdef functions of
-another module cannot be shared without exporting them from its .pxd).
+Argument checks and socket options are ``sockopts_c.pxd``'s inline functions (shared with
+``tcpconnect_c``); the C declarations are ``includes_c.pxd``'s.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.number cimport PyNumber_Index
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.errno cimport EAGAIN, EINPROGRESS, EINTR, EIO, ETIMEDOUT, errno
-from libc.math cimport isfinite
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset, strlen
+from libc.string cimport memcpy, memset
 from posix.unistd cimport close, read, write
+
+from fastcheck._ext.sockopts_c cimport (
+    SockAddr, SockOpts, check_integer, check_seconds, close_with_reset, open_connect,
+    parse_options, parse_target,
+)
 
 import os
 
@@ -40,44 +43,22 @@ CONNECTED = 1
 MAX_READ = 65536
 
 
-cdef extern from "Python.h":
-    long long PyLong_AsLongLongAndOverflow(object value, int *overflow) except? -1
-    const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
-
-
 cdef enum:
-    IFNAMSIZ = 16
     MAX_EVENTS = 512
     MAX_WINDOW = 1 << 20
     READ_SIZE = 65536     # MAX_READ
     STAGE_CONNECTING = 0
     STAGE_CONNECTED = 1
-    OPT_BIND = 1          # bind() to bind_addr
-    OPT_REUSE = 2         # SO_REUSEADDR (a fixed bind port)
-    OPT_NO_PORT = 4       # IP_BIND_ADDRESS_NO_PORT (an address without a port)
-    OPT_INTERFACE = 8     # SO_BINDTODEVICE
-    OPT_FWMARK = 16       # SO_MARK
 
 cdef int64_t MAX_BYTES_LIMIT = 1LL << 62
 cdef uint64_t EVENTFD_TAG = 0xFFFFFFFFFFFFFFFFULL
-cdef linger RESET_ON_CLOSE = linger(1, 0)
-
-
-cdef union SockAddr:
-    sockaddr sa
-    sockaddr_in v4
-    sockaddr_in6 v6
-
 
 cdef struct Request:       # a validated exchange, queued or about to start
     int64_t token
     double timeout
     SockAddr addr
     socklen_t addrlen
-    int options           # OPT_* bits
-    SockAddr bind_addr
-    uint32_t fwmark
-    char interface[IFNAMSIZ]
+    SockOpts opts
     int64_t max_bytes
     PyObject *payload     # owned bytes
     PyObject *feed        # owned callable or NULL
@@ -100,120 +81,6 @@ cdef struct Slot:          # an exchange in flight (fd >= 0) or a free slot (fd 
     char *buf
     Py_ssize_t buf_len
     Py_ssize_t buf_cap
-
-
-cdef inline void close_with_reset(int fd) noexcept nogil:
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &RESET_ON_CLOSE, sizeof(linger))
-    close(fd)
-
-
-# --- argument validation (same rules and exception types as tcpconnect_py) ----------------
-
-cdef int64_t _integer(object value, str what, int64_t low, int64_t high) except? -1:
-    cdef object number = PyNumber_Index(value)  # TypeError for non-integers
-    cdef int overflow = 0
-    cdef long long result = PyLong_AsLongLongAndOverflow(number, &overflow)
-    if overflow or result < low or result > high:
-        raise ValueError(f"{what} must be in {low}..{high}, got {number}")
-    return result
-
-
-cdef double _seconds(double value, str what, bint non_negative) except? -1.0:
-    if not isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    if non_negative and value < 0.0:
-        raise ValueError(f"{what} must be >= 0.0, got {value!r}")
-    return value
-
-
-cdef int _parse_address(object text, str what, SockAddr *out, socklen_t *size) except -1:
-    """Fill ``out`` (port 0) from numeric IPv4/IPv6 text; ValueError for anything else."""
-    cdef Py_ssize_t length
-    cdef const char *raw
-    if not isinstance(text, str):
-        raise TypeError(f"{what} must be str, not {type(text).__name__}")
-    raw = PyUnicode_AsUTF8AndSize(text, &length)  # UnicodeEncodeError (a ValueError)
-    if <Py_ssize_t>strlen(raw) != length:
-        raise ValueError("embedded null character")
-    memset(out, 0, sizeof(SockAddr))
-    if inet_pton(AF_INET, raw, &out.v4.sin_addr) == 1:
-        out.v4.sin_family = AF_INET
-        size[0] = sizeof(sockaddr_in)
-        return 0
-    if inet_pton(AF_INET6, raw, &out.v6.sin6_addr) == 1:
-        out.v6.sin6_family = AF_INET6
-        size[0] = sizeof(sockaddr_in6)
-        return 0
-    raise ValueError(f"{what} must be a numeric IPv4 or IPv6 address, got {text!r}")
-
-
-cdef inline void _set_port(SockAddr *addr, int port) noexcept nogil:
-    if addr.sa.sa_family == AF_INET:
-        addr.v4.sin_port = htons(<uint16_t>port)
-    else:
-        addr.v6.sin6_port = htons(<uint16_t>port)
-
-
-cdef int _parse_options(Request *r, bind_address, bind_port, bind_interface,
-                        fwmark) except -1:
-    cdef int port = 0
-    cdef socklen_t size
-    cdef bytes name
-    if bind_port is not None:
-        port = <int>_integer(bind_port, "bind_port", 0, 0xFFFF)
-    if bind_address is not None:
-        _parse_address(bind_address, "bind_address", &r.bind_addr, &size)
-        if r.bind_addr.sa.sa_family != r.addr.sa.sa_family:
-            raise ValueError(f"bind_address {bind_address!r} is not of the target's family")
-        _set_port(&r.bind_addr, port)
-        r.options |= OPT_BIND | (OPT_REUSE if port else OPT_NO_PORT)
-    elif port:
-        memset(&r.bind_addr, 0, sizeof(SockAddr))  # the wildcard address of the family
-        r.bind_addr.sa.sa_family = r.addr.sa.sa_family
-        _set_port(&r.bind_addr, port)
-        r.options |= OPT_BIND | OPT_REUSE
-    if bind_interface is not None:
-        if not isinstance(bind_interface, str):
-            raise TypeError(f"bind_interface must be str, not {type(bind_interface).__name__}")
-        name = os.fsencode(bind_interface)
-        if not 0 < len(name) < IFNAMSIZ or b"\0" in name:
-            raise ValueError(
-                f"bind_interface must be 1..{IFNAMSIZ - 1} bytes without NUL, "
-                f"got {bind_interface!r}"
-            )
-        memset(r.interface, 0, IFNAMSIZ)
-        memcpy(r.interface, <const char *>name, len(name))
-        r.options |= OPT_INTERFACE
-    if fwmark is not None:
-        r.fwmark = <uint32_t>_integer(fwmark, "fwmark", 0, 0xFFFFFFFF)
-        r.options |= OPT_FWMARK
-    return 0
-
-
-cdef int _configure(int fd, const Request *r) noexcept nogil:
-    """Apply the connection options before connect: 0, or -1 with errno set."""
-    cdef int one = 1
-    cdef socklen_t size
-    if r.options & OPT_INTERFACE:
-        if setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, r.interface, IFNAMSIZ) < 0:
-            return -1
-    if r.options & OPT_FWMARK:
-        if setsockopt(fd, SOL_SOCKET, SO_MARK, &r.fwmark, sizeof(uint32_t)) < 0:
-            return -1
-    if r.options & OPT_BIND:
-        if r.options & OPT_REUSE:
-            if setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(int)) < 0:
-                return -1
-        if r.options & OPT_NO_PORT:
-            if setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(int)) < 0:
-                return -1
-        if r.bind_addr.sa.sa_family == AF_INET:
-            size = sizeof(sockaddr_in)
-        else:
-            size = sizeof(sockaddr_in6)
-        if bind(fd, &r.bind_addr.sa, size) < 0:
-            return -1
-    return 0
 
 
 cdef class ExchangeEngine:
@@ -249,7 +116,7 @@ cdef class ExchangeEngine:
         cdef epoll_event ev
         if self.events != NULL:
             raise RuntimeError("ExchangeEngine.__init__ called twice")
-        self.window = <int>_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
+        self.window = <int>check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
         self.results = []
         self.events = <epoll_event *>PyMem_Malloc(MAX_EVENTS * sizeof(epoll_event))
         self.rbuf = <char *>PyMem_Malloc(READ_SIZE)
@@ -303,20 +170,17 @@ cdef class ExchangeEngine:
         cdef Request request
         cdef Request *r = &request
         self._check_open()
-        r.token = _integer(token, "token", INT64_MIN, INT64_MAX)
-        _parse_address(address, "address", &r.addr, &r.addrlen)
-        _set_port(&r.addr, <int>_integer(port, "port", 1, 0xFFFF))
+        r.token = check_integer(token, "token", INT64_MIN, INT64_MAX)
+        parse_target(address, port, &r.addr, &r.addrlen)
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        r.timeout = _seconds(timeout_s, "timeout_s", True)
-        _seconds(now, "now", False)
-        r.max_bytes = _integer(max_bytes, "max_bytes", 1, MAX_BYTES_LIMIT)
+        r.timeout = check_seconds(timeout_s, "timeout_s", True)
+        check_seconds(now, "now", False)
+        r.max_bytes = check_integer(max_bytes, "max_bytes", 1, MAX_BYTES_LIMIT)
         if feed is not None and not callable(feed):
             raise TypeError(f"feed must be callable, not {type(feed).__name__}")
-        r.options = 0
-        if (bind_address is not None or bind_port is not None or bind_interface is not None
-                or fwmark is not None):
-            _parse_options(r, bind_address, bind_port, bind_interface, fwmark)
+        parse_options(&r.opts, r.addr.sa.sa_family, bind_address, bind_port, bind_interface,
+                      fwmark)
         r.payload = <PyObject *>payload
         r.feed = NULL if feed is None else <PyObject *>feed
         Py_INCREF(payload)          # the request owns them from here on
@@ -336,7 +200,7 @@ cdef class ExchangeEngine:
         cdef uint64_t value
         cdef Request *r
         self._check_open()
-        _seconds(now, "now", False)
+        check_seconds(now, "now", False)
         self._collect(now)
         self._expire(now)
         while self.q_len and self.active < self.window:
@@ -474,45 +338,34 @@ cdef class ExchangeEngine:
                 Py_XDECREF(r.payload)
                 Py_XDECREF(r.feed)
                 raise
-        fd = socket(r.addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
-        if fd < 0:
-            err = errno
-        else:
-            if r.options and _configure(fd, r) < 0:
+        err = open_connect(&r.addr, r.addrlen, &r.opts, &fd)
+        if fd >= 0:  # connected, or connecting
+            index = self.free_head
+            slot = &self.slots[index]
+            ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+            ev.data.u64 = (<uint64_t>slot.gen << 32) | <uint32_t>index
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
                 err = errno
-            elif connect(fd, &r.addr.sa, r.addrlen) == 0:
-                err = 0
+                close(fd)
             else:
-                err = errno
-                if err == EINPROGRESS:
-                    err = 0
-            if err == 0:
-                index = self.free_head
-                slot = &self.slots[index]
-                ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
-                ev.data.u64 = (<uint64_t>slot.gen << 32) | <uint32_t>index
-                if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
-                    err = errno
-                else:
-                    self.free_head = slot.next_free
-                    slot.fd = fd
-                    slot.stage = STAGE_CONNECTING
-                    slot.token = r.token
-                    slot.start = now
-                    slot.deadline = now + r.timeout
-                    slot.seq = self.seq
-                    slot.payload = r.payload
-                    slot.sent = 0
-                    slot.left = r.max_bytes
-                    slot.feed = r.feed
-                    slot.buf = NULL
-                    slot.buf_len = 0
-                    slot.buf_cap = 0
-                    self.seq += 1
-                    self.active += 1
-                    self._heap_push(index)
-                    return 0
-            close(fd)
+                self.free_head = slot.next_free
+                slot.fd = fd
+                slot.stage = STAGE_CONNECTING
+                slot.token = r.token
+                slot.start = now
+                slot.deadline = now + r.timeout
+                slot.seq = self.seq
+                slot.payload = r.payload
+                slot.sent = 0
+                slot.left = r.max_bytes
+                slot.feed = r.feed
+                slot.buf = NULL
+                slot.buf_len = 0
+                slot.buf_cap = 0
+                self.seq += 1
+                self.active += 1
+                self._heap_push(index)
+                return 0
         Py_XDECREF(r.payload)
         Py_XDECREF(r.feed)
         self.results.append((r.token, err, 0.0, STAGE_CONNECTING, b""))

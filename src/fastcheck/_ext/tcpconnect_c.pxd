@@ -1,119 +1,12 @@
-# C declarations for tcpconnect_c.pyx: sockets, epoll, eventfd (Cython ships none of them).
-#
-# Owns: the libc/Linux names the compiled TCP connect engine calls, declared in one place.
-# Must not: declare anything tcpconnect_c does not use, or hold code.
+# cython: language_level=3
+"""The C names the compiled TCP connect engine (``tcpconnect_c.pyx``) uses, cimported from
+``includes_c`` (the declarations live there).
 
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+Owns: nothing but this list. Must not: hold code.
+"""
 
-
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    ctypedef unsigned short sa_family_t
-
-    struct sockaddr:
-        sa_family_t sa_family
-
-    struct linger:
-        int l_onoff
-        int l_linger
-
-    enum:
-        AF_INET
-        AF_INET6
-        SOCK_STREAM
-        SOCK_NONBLOCK
-        SOCK_CLOEXEC
-        SOL_SOCKET
-        SO_ERROR
-        SO_LINGER
-        SO_REUSEADDR
-
-    int socket(int domain, int type, int protocol)
-    int bind(int fd, const sockaddr *addr, socklen_t len)
-    int connect(int fd, const sockaddr *addr, socklen_t len)
-    int getsockopt(int fd, int level, int name, void *value, socklen_t *len)
-    int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
-
-
-cdef extern from "<netinet/in.h>" nogil:
-    enum:
-        IPPROTO_IP
-
-    struct in_addr:
-        uint32_t s_addr
-
-    struct sockaddr_in:
-        sa_family_t sin_family
-        uint16_t sin_port
-        in_addr sin_addr
-
-    struct in6_addr:
-        unsigned char s6_addr[16]
-
-    struct sockaddr_in6:
-        sa_family_t sin6_family
-        uint16_t sin6_port
-        uint32_t sin6_flowinfo
-        in6_addr sin6_addr
-        uint32_t sin6_scope_id
-
-    uint16_t htons(uint16_t value)
-
-
-cdef extern from "<arpa/inet.h>" nogil:
-    int inet_pton(int family, const char *text, void *out)
-
-
-cdef extern from "<sys/epoll.h>" nogil:
-    enum:
-        EPOLLIN
-        EPOLLOUT
-        EPOLLERR
-        EPOLLHUP
-        EPOLLONESHOT
-        EPOLL_CLOEXEC
-        EPOLL_CTL_ADD
-        EPOLL_CTL_DEL
-
-    ctypedef union epoll_data_t:
-        void *ptr
-        int fd
-        uint32_t u32
-        uint64_t u64
-
-    struct epoll_event:
-        uint32_t events
-        epoll_data_t data
-
-    int epoll_create1(int flags)
-    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
-    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
-
-
-cdef extern from "<sys/eventfd.h>" nogil:
-    enum:
-        EFD_NONBLOCK
-        EFD_CLOEXEC
-
-    int eventfd(unsigned int initval, int flags)
-
-
-# Socket options older C headers may lack; the values are the Linux ABI.
-cdef extern from *:
-    """
-    #include <sys/socket.h>
-    #include <netinet/in.h>
-    #ifndef SO_BINDTODEVICE
-    #define SO_BINDTODEVICE 25
-    #endif
-    #ifndef SO_MARK
-    #define SO_MARK 36
-    #endif
-    #ifndef IP_BIND_ADDRESS_NO_PORT
-    #define IP_BIND_ADDRESS_NO_PORT 24
-    #endif
-    """
-    enum:
-        SO_BINDTODEVICE
-        SO_MARK
-        IP_BIND_ADDRESS_NO_PORT
+from fastcheck._ext.includes_c cimport (
+    EFD_CLOEXEC, EFD_NONBLOCK, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLLERR, EPOLLHUP,
+    EPOLLIN, EPOLLONESHOT, EPOLLOUT, SO_ERROR, SOL_SOCKET, epoll_create1, epoll_ctl,
+    epoll_event, epoll_wait, eventfd, getsockopt, socklen_t,
+)

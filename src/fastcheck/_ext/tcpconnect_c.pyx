@@ -4,7 +4,8 @@
 
 Owns: the same API and semantics as ``tcpconnect_py`` (the reference; read its module
 docstring for the rules), with sockets, epoll and the deadline queue in C: direct libc
-calls (declared in ``tcpconnect_c.pxd``), a slot table of checks in flight, an indexed
+calls (declared in ``includes_c.pxd``, argument checks and socket options from
+``sockopts_c.pxd``), a slot table of checks in flight, an indexed
 binary heap of their deadlines (earliest first, FIFO among equal deadlines), and a ring
 buffer of validated requests waiting for a slot. Any behaviour change goes into both twins.
 Must not: read a clock, block, decide health, or be imported directly outside tests and
@@ -18,52 +19,33 @@ socket's answer. A pure ``EPOLLOUT`` means connected (no ``getsockopt`` needed);
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.number cimport PyNumber_Index
 from libc.errno cimport EINPROGRESS, EINTR, ETIMEDOUT, errno
-from libc.math cimport isfinite
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset, strlen
+from libc.string cimport memset
 from posix.unistd cimport close, read, write
+
+from fastcheck._ext.sockopts_c cimport (
+    SockAddr, SockOpts, check_integer, check_seconds, close_with_reset, open_connect,
+    parse_options, parse_target,
+)
 
 import os
 
 __all__ = ["TcpConnectEngine"]
 
 
-cdef extern from "Python.h":
-    long long PyLong_AsLongLongAndOverflow(object value, int *overflow) except? -1
-    const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
-
-
 cdef enum:
-    IFNAMSIZ = 16
     MAX_EVENTS = 512
     MAX_WINDOW = 1 << 20
-    OPT_BIND = 1          # bind() to bind_addr
-    OPT_REUSE = 2         # SO_REUSEADDR (a fixed bind port)
-    OPT_NO_PORT = 4       # IP_BIND_ADDRESS_NO_PORT (an address without a port)
-    OPT_INTERFACE = 8     # SO_BINDTODEVICE
-    OPT_FWMARK = 16       # SO_MARK
 
 cdef uint64_t EVENTFD_TAG = 0xFFFFFFFFFFFFFFFFULL
-cdef linger RESET_ON_CLOSE = linger(1, 0)
-
-
-cdef union SockAddr:
-    sockaddr sa
-    sockaddr_in v4
-    sockaddr_in6 v6
-
 
 cdef struct Request:       # a validated check, queued or about to start
     int64_t token
     double timeout
     SockAddr addr
     socklen_t addrlen
-    int options           # OPT_* bits
-    SockAddr bind_addr
-    uint32_t fwmark
-    char interface[IFNAMSIZ]
+    SockOpts opts
 
 
 cdef struct Slot:          # a check in flight (fd >= 0) or a free slot (fd == -1)
@@ -75,120 +57,6 @@ cdef struct Slot:          # a check in flight (fd >= 0) or a free slot (fd == -
     uint64_t seq          # start order: FIFO among equal deadlines
     double start
     double deadline
-
-
-cdef inline void close_with_reset(int fd) noexcept nogil:
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &RESET_ON_CLOSE, sizeof(linger))
-    close(fd)
-
-
-# --- argument validation (same rules and exception types as tcpconnect_py) ----------------
-
-cdef int64_t _integer(object value, str what, int64_t low, int64_t high) except? -1:
-    cdef object number = PyNumber_Index(value)  # TypeError for non-integers
-    cdef int overflow = 0
-    cdef long long result = PyLong_AsLongLongAndOverflow(number, &overflow)
-    if overflow or result < low or result > high:
-        raise ValueError(f"{what} must be in {low}..{high}, got {number}")
-    return result
-
-
-cdef double _seconds(double value, str what, bint non_negative) except? -1.0:
-    if not isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    if non_negative and value < 0.0:
-        raise ValueError(f"{what} must be >= 0.0, got {value!r}")
-    return value
-
-
-cdef int _parse_address(object text, str what, SockAddr *out, socklen_t *size) except -1:
-    """Fill ``out`` (port 0) from numeric IPv4/IPv6 text; ValueError for anything else."""
-    cdef Py_ssize_t length
-    cdef const char *raw
-    if not isinstance(text, str):
-        raise TypeError(f"{what} must be str, not {type(text).__name__}")
-    raw = PyUnicode_AsUTF8AndSize(text, &length)  # UnicodeEncodeError (a ValueError)
-    if <Py_ssize_t>strlen(raw) != length:
-        raise ValueError("embedded null character")
-    memset(out, 0, sizeof(SockAddr))
-    if inet_pton(AF_INET, raw, &out.v4.sin_addr) == 1:
-        out.v4.sin_family = AF_INET
-        size[0] = sizeof(sockaddr_in)
-        return 0
-    if inet_pton(AF_INET6, raw, &out.v6.sin6_addr) == 1:
-        out.v6.sin6_family = AF_INET6
-        size[0] = sizeof(sockaddr_in6)
-        return 0
-    raise ValueError(f"{what} must be a numeric IPv4 or IPv6 address, got {text!r}")
-
-
-cdef inline void _set_port(SockAddr *addr, int port) noexcept nogil:
-    if addr.sa.sa_family == AF_INET:
-        addr.v4.sin_port = htons(<uint16_t>port)
-    else:
-        addr.v6.sin6_port = htons(<uint16_t>port)
-
-
-cdef int _parse_options(Request *r, bind_address, bind_port, bind_interface,
-                        fwmark) except -1:
-    cdef int port = 0
-    cdef socklen_t size
-    cdef bytes name
-    if bind_port is not None:
-        port = <int>_integer(bind_port, "bind_port", 0, 0xFFFF)
-    if bind_address is not None:
-        _parse_address(bind_address, "bind_address", &r.bind_addr, &size)
-        if r.bind_addr.sa.sa_family != r.addr.sa.sa_family:
-            raise ValueError(f"bind_address {bind_address!r} is not of the target's family")
-        _set_port(&r.bind_addr, port)
-        r.options |= OPT_BIND | (OPT_REUSE if port else OPT_NO_PORT)
-    elif port:
-        memset(&r.bind_addr, 0, sizeof(SockAddr))  # the wildcard address of the family
-        r.bind_addr.sa.sa_family = r.addr.sa.sa_family
-        _set_port(&r.bind_addr, port)
-        r.options |= OPT_BIND | OPT_REUSE
-    if bind_interface is not None:
-        if not isinstance(bind_interface, str):
-            raise TypeError(f"bind_interface must be str, not {type(bind_interface).__name__}")
-        name = os.fsencode(bind_interface)
-        if not 0 < len(name) < IFNAMSIZ or b"\0" in name:
-            raise ValueError(
-                f"bind_interface must be 1..{IFNAMSIZ - 1} bytes without NUL, "
-                f"got {bind_interface!r}"
-            )
-        memset(r.interface, 0, IFNAMSIZ)
-        memcpy(r.interface, <const char *>name, len(name))
-        r.options |= OPT_INTERFACE
-    if fwmark is not None:
-        r.fwmark = <uint32_t>_integer(fwmark, "fwmark", 0, 0xFFFFFFFF)
-        r.options |= OPT_FWMARK
-    return 0
-
-
-cdef int _configure(int fd, const Request *r) noexcept nogil:
-    """Apply the connection options before connect: 0, or -1 with errno set."""
-    cdef int one = 1
-    cdef socklen_t size
-    if r.options & OPT_INTERFACE:
-        if setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, r.interface, IFNAMSIZ) < 0:
-            return -1
-    if r.options & OPT_FWMARK:
-        if setsockopt(fd, SOL_SOCKET, SO_MARK, &r.fwmark, sizeof(uint32_t)) < 0:
-            return -1
-    if r.options & OPT_BIND:
-        if r.options & OPT_REUSE:
-            if setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(int)) < 0:
-                return -1
-        if r.options & OPT_NO_PORT:
-            if setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(int)) < 0:
-                return -1
-        if r.bind_addr.sa.sa_family == AF_INET:
-            size = sizeof(sockaddr_in)
-        else:
-            size = sizeof(sockaddr_in6)
-        if bind(fd, &r.bind_addr.sa, size) < 0:
-            return -1
-    return 0
 
 
 cdef class TcpConnectEngine:
@@ -223,7 +91,7 @@ cdef class TcpConnectEngine:
         cdef epoll_event ev
         if self.events != NULL:
             raise RuntimeError("TcpConnectEngine.__init__ called twice")
-        self.window = <int>_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
+        self.window = <int>check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
         self.results = []
         self.events = <epoll_event *>PyMem_Malloc(MAX_EVENTS * sizeof(epoll_event))
         if self.events == NULL:
@@ -275,15 +143,12 @@ cdef class TcpConnectEngine:
         cdef Request request
         cdef Request *r = &request
         self._check_open()
-        r.token = _integer(token, "token", INT64_MIN, INT64_MAX)
-        _parse_address(address, "address", &r.addr, &r.addrlen)
-        _set_port(&r.addr, <int>_integer(port, "port", 1, 0xFFFF))
-        r.timeout = _seconds(timeout_s, "timeout_s", True)
-        _seconds(now, "now", False)
-        r.options = 0
-        if (bind_address is not None or bind_port is not None or bind_interface is not None
-                or fwmark is not None):
-            _parse_options(r, bind_address, bind_port, bind_interface, fwmark)
+        r.token = check_integer(token, "token", INT64_MIN, INT64_MAX)
+        parse_target(address, port, &r.addr, &r.addrlen)
+        r.timeout = check_seconds(timeout_s, "timeout_s", True)
+        check_seconds(now, "now", False)
+        parse_options(&r.opts, r.addr.sa.sa_family, bind_address, bind_port, bind_interface,
+                      fwmark)
         if self.active >= self.window:
             self._enqueue(r)
             return
@@ -296,7 +161,7 @@ cdef class TcpConnectEngine:
         cdef list results
         cdef uint64_t value
         self._check_open()
-        _seconds(now, "now", False)
+        check_seconds(now, "now", False)
         self._collect(now)
         self._expire(now)
         while self.q_len and self.active < self.window:
@@ -407,37 +272,28 @@ cdef class TcpConnectEngine:
         cdef epoll_event ev
         if self.free_head < 0:
             self._grow()
-        fd = socket(r.addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
-        if fd < 0:
-            self.results.append((r.token, errno, 0.0))
-            return 0
-        if r.options and _configure(fd, r) < 0:
-            err = errno
-        elif connect(fd, &r.addr.sa, r.addrlen) == 0:
-            err = 0
-        else:
-            err = errno
-            if err == EINPROGRESS:
-                index = self.free_head
-                slot = &self.slots[index]
-                ev.events = EPOLLOUT | EPOLLONESHOT
-                ev.data.u64 = (<uint64_t>slot.gen << 32) | <uint32_t>index
-                if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
-                    err = errno
-                else:
-                    self.free_head = slot.next_free
-                    slot.fd = fd
-                    slot.token = r.token
-                    slot.start = now
-                    slot.deadline = now + r.timeout
-                    slot.seq = self.seq
-                    self.seq += 1
-                    self.active += 1
-                    self._heap_push(index)
-                    return 0
+        err = open_connect(&r.addr, r.addrlen, &r.opts, &fd)
+        if err == EINPROGRESS:
+            index = self.free_head
+            slot = &self.slots[index]
+            ev.events = EPOLLOUT | EPOLLONESHOT
+            ev.data.u64 = (<uint64_t>slot.gen << 32) | <uint32_t>index
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+                err = errno
+            else:
+                self.free_head = slot.next_free
+                slot.fd = fd
+                slot.token = r.token
+                slot.start = now
+                slot.deadline = now + r.timeout
+                slot.seq = self.seq
+                self.seq += 1
+                self.active += 1
+                self._heap_push(index)
+                return 0
         if err == 0:  # connected at once
             close_with_reset(fd)
-        else:
+        elif fd >= 0:
             close(fd)
         self.results.append((r.token, err, 0.0))
         return 0
