@@ -47,15 +47,18 @@ from errno import EINPROGRESS, EIO, ETIMEDOUT
 from types import TracebackType
 from typing import Any
 
-from fastcheck._ext.tcpconnect_py import (
+from fastcheck._ext.sockopts_py import (
+    CONNECT_SOCK_TYPE,
     MAX_WINDOW,
-    _close_with_reset,
-    _configure,
-    _family,
-    _integer,
-    _Options,
-    _options,
-    _seconds,
+    TOKEN_MAX,
+    TOKEN_MIN,
+    Options,
+    check_integer,
+    check_seconds,
+    close_with_reset,
+    configure_socket,
+    parse_options,
+    parse_target,
 )
 
 __all__ = ["CONNECTED", "CONNECTING", "MAX_READ", "ExchangeEngine"]
@@ -65,21 +68,18 @@ CONNECTED = 1
 MAX_READ = 65536  # bytes asked of one recv
 MAX_BYTES_LIMIT = (1 << 62)  # max_bytes upper bound (any larger value is a mistake)
 
-_SOCK_TYPE = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-_AF_INET = socket.AF_INET
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_ERROR = socket.SO_ERROR
 _EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 _READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP
 _FAILED = select.EPOLLERR | select.EPOLLHUP
 _MAX_EVENTS = 512
-_TOKEN_MIN, _TOKEN_MAX = -(2**63), 2**63 - 1
 
 Feed = Callable[[bytes], object]
 Result = tuple[int, int, float, int, bytes]
 # An exchange not yet started: token, family, target, timeout, options, payload,
 # max_bytes, feed.
-_Request = tuple[int, int, tuple[Any, ...], float, "_Options | None", bytes, int, "Feed | None"]
+_Request = tuple[int, int, tuple[Any, ...], float, "Options | None", bytes, int, "Feed | None"]
 
 
 class _Exchange:
@@ -109,7 +109,7 @@ class ExchangeEngine:
 
     def __init__(self, max_in_flight: int = 4096) -> None:
         self._closed = True  # until every resource exists, so close() is always safe
-        self._max_in_flight = _integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
+        self._max_in_flight = check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
         self._checks: dict[int, _Exchange] = {}
         self._seq = 0
         # timeout -> {fd: deadline}, in start order (see tcpconnect_py)
@@ -164,24 +164,16 @@ class ExchangeEngine:
     ) -> None:
         """Start (or queue, when the window is full) an exchange with ``address:port``."""
         self._check_open()
-        token = _integer(token, "token", _TOKEN_MIN, _TOKEN_MAX)
-        if not isinstance(address, str):
-            raise TypeError(f"address must be str, not {type(address).__name__}")
-        family = _family(address, "address")
-        port = _integer(port, "port", 1, 0xFFFF)
+        token = check_integer(token, "token", TOKEN_MIN, TOKEN_MAX)
+        family, target = parse_target(address, port)
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        timeout = _seconds(timeout_s, "timeout_s", minimum=0.0)
-        now = _seconds(now, "now")
-        limit = _integer(max_bytes, "max_bytes", 1, MAX_BYTES_LIMIT)
+        timeout = check_seconds(timeout_s, "timeout_s", minimum=0.0)
+        now = check_seconds(now, "now")
+        limit = check_integer(max_bytes, "max_bytes", 1, MAX_BYTES_LIMIT)
         if feed is not None and not callable(feed):
             raise TypeError(f"feed must be callable, not {type(feed).__name__}")
-        if bind_address is None and bind_port is None and bind_interface is None \
-                and fwmark is None:  # fmt: skip
-            options = None
-        else:
-            options = _options(family, bind_address, bind_port, bind_interface, fwmark)
-        target = (address, port) if family == _AF_INET else (address, port, 0, 0)
+        options = parse_options(family, bind_address, bind_port, bind_interface, fwmark)
         request = (token, family, target, timeout, options, payload, limit, feed)
         if len(self._checks) >= self._max_in_flight:
             self._queue.append(request)
@@ -195,7 +187,7 @@ class ExchangeEngine:
         """Exchanges finished since the last poll, as ``(token, errno, latency_s, stage,
         data)``; never blocks."""
         self._check_open()
-        now = _seconds(now, "now")
+        now = check_seconds(now, "now")
         self._collect(now)
         self._expire(now)
         queue = self._queue
@@ -228,7 +220,7 @@ class ExchangeEngine:
             return
         self._closed = True
         for check in self._checks.values():
-            _close_with_reset(check.sock)
+            close_with_reset(check.sock)
         self._checks.clear()
         self._deadlines.clear()
         self._queue.clear()
@@ -260,13 +252,13 @@ class ExchangeEngine:
         """Open, configure and connect one socket; a failure becomes a result."""
         token, family, target, timeout, options, payload, limit, feed = request
         try:
-            sock = socket.socket(family, _SOCK_TYPE)
+            sock = socket.socket(family, CONNECT_SOCK_TYPE)
         except OSError as exc:
             self._results.append((token, exc.errno or 0, 0.0, CONNECTING, b""))
             return
         try:
             if options is not None:
-                _configure(sock, options)
+                configure_socket(sock, options)
             err = sock.connect_ex(target)
             if err in (0, EINPROGRESS):
                 fd = sock.fileno()
@@ -291,7 +283,7 @@ class ExchangeEngine:
         if not group:
             del self._deadlines[check.timeout]
         self._epoll.unregister(fd)  # first: a descriptor shared with a forked child
-        _close_with_reset(check.sock)
+        close_with_reset(check.sock)
         data = b"" if check.data is None else bytes(check.data)
         self._results.append((check.token, err, now - check.start, check.stage, data))
 

@@ -39,119 +39,39 @@ from __future__ import annotations
 import os
 import select
 import socket
-import struct
 from collections import deque
 from contextlib import suppress
 from errno import EINPROGRESS, ETIMEDOUT
-from math import isfinite
-from operator import index
 from types import TracebackType
 from typing import Any
 
+from fastcheck._ext.sockopts_py import (
+    CONNECT_SOCK_TYPE,
+    MAX_WINDOW,
+    RESET_ON_CLOSE,
+    TOKEN_MAX,
+    TOKEN_MIN,
+    Options,
+    check_integer,
+    check_seconds,
+    close_with_reset,
+    parse_options,
+    parse_target,
+)
+from fastcheck._ext.sockopts_py import configure_socket as _configure  # a seam for tests
+
 __all__ = ["TcpConnectEngine"]
 
-IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h; not exported by Python's socket module
-IFNAMSIZ = 16
-MAX_WINDOW = 1 << 20  # the kernel's default nr_open: more sockets cannot be open at once
-
-_AF_INET = socket.AF_INET
-_AF_INET6 = socket.AF_INET6
-_SOCK_TYPE = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_ERROR = socket.SO_ERROR
 _SO_LINGER = socket.SO_LINGER
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # struct linger {l_onoff=1, l_linger=0}
 _EPOLLOUT_ONESHOT = select.EPOLLOUT | select.EPOLLONESHOT
 _FAILED = select.EPOLLERR | select.EPOLLHUP
 _MAX_EVENTS = 512
-_TOKEN_MIN, _TOKEN_MAX = -(2**63), 2**63 - 1
-_inet_pton = socket.inet_pton
 
 # A check not yet started: (token, family, address, timeout, options); options is None or
-# (bind sockaddr or None, reuse_address, bind_no_port, interface bytes or None, fwmark).
-_Options = tuple[tuple[Any, ...] | None, bool, bool, bytes | None, int | None]
-_Request = tuple[int, int, tuple[Any, ...], float, _Options | None]
-
-
-def _family(address: str, what: str) -> int:
-    """AF_INET or AF_INET6 for numeric address text; ValueError for anything else."""
-    try:
-        _inet_pton(_AF_INET, address)
-        return _AF_INET
-    except OSError:
-        pass
-    try:
-        _inet_pton(_AF_INET6, address)
-        return _AF_INET6
-    except OSError:
-        message = f"{what} must be a numeric IPv4 or IPv6 address, got {address!r}"
-        raise ValueError(message) from None
-
-
-def _integer(value: object, what: str, low: int, high: int) -> int:
-    number = index(value)  # type: ignore[arg-type]  # TypeError for non-integers
-    if not low <= number <= high:
-        raise ValueError(f"{what} must be in {low}..{high}, got {number}")
-    return number
-
-
-def _seconds(value: float, what: str, *, minimum: float | None = None) -> float:
-    if not isfinite(value):  # TypeError for non-numbers, as the C twin's double argument
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value!r}")
-    return float(value)
-
-
-def _interface(name: str) -> bytes:
-    if not isinstance(name, str):
-        raise TypeError(f"bind_interface must be str, not {type(name).__name__}")
-    raw = os.fsencode(name)
-    if not 0 < len(raw) < IFNAMSIZ or b"\0" in raw:
-        raise ValueError(
-            f"bind_interface must be 1..{IFNAMSIZ - 1} bytes without NUL, got {name!r}"
-        )
-    return raw
-
-
-def _options(
-    family: int,
-    bind_address: str | None,
-    bind_port: int | None,
-    bind_interface: str | None,
-    fwmark: int | None,
-) -> _Options | None:
-    """Validated connection options, or None when there are none (the common case)."""
-    port = 0 if bind_port is None else _integer(bind_port, "bind_port", 0, 0xFFFF)
-    bind: tuple[Any, ...] | None = None
-    if bind_address is not None:
-        if not isinstance(bind_address, str):
-            raise TypeError(f"bind_address must be str, not {type(bind_address).__name__}")
-        if _family(bind_address, "bind_address") != family:
-            raise ValueError(f"bind_address {bind_address!r} is not of the target's family")
-        bind = (bind_address, port)
-    elif port:
-        bind = ("0.0.0.0" if family == _AF_INET else "::", port)
-    interface = None if bind_interface is None else _interface(bind_interface)
-    mark = None if fwmark is None else _integer(fwmark, "fwmark", 0, 0xFFFFFFFF)
-    if bind is None and interface is None and mark is None:
-        return None
-    return bind, port != 0, bind_address is not None and port == 0, interface, mark
-
-
-def _configure(sock: socket.socket, options: _Options) -> None:
-    """Apply the connection options before connect; OSError carries the kernel's errno."""
-    bind, reuse_address, no_port, interface, mark = options
-    if interface is not None:
-        sock.setsockopt(_SOL_SOCKET, socket.SO_BINDTODEVICE, interface)
-    if mark is not None:
-        sock.setsockopt(_SOL_SOCKET, socket.SO_MARK, mark)
-    if bind is not None:
-        if reuse_address:
-            sock.setsockopt(_SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if no_port:
-            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        sock.bind(bind)
+# sockopts_py.Options.
+_Request = tuple[int, int, tuple[Any, ...], float, Options | None]
 
 
 class TcpConnectEngine:
@@ -172,7 +92,7 @@ class TcpConnectEngine:
 
     def __init__(self, max_in_flight: int = 4096) -> None:
         self._closed = True  # until every resource exists, so close() is always safe
-        self._max_in_flight = _integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
+        self._max_in_flight = check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
         # fd -> (socket, token, start, timeout, seq) of every check in flight; seq counts
         # starts, and breaks ties between equal deadlines of different timeouts
         self._checks: dict[int, tuple[socket.socket, int, float, float, int]] = {}
@@ -227,19 +147,11 @@ class TcpConnectEngine:
     ) -> None:
         """Start (or queue, when the window is full) a connect check to ``address:port``."""
         self._check_open()
-        token = _integer(token, "token", _TOKEN_MIN, _TOKEN_MAX)
-        if not isinstance(address, str):
-            raise TypeError(f"address must be str, not {type(address).__name__}")
-        family = _family(address, "address")
-        port = _integer(port, "port", 1, 0xFFFF)
-        timeout = _seconds(timeout_s, "timeout_s", minimum=0.0)
-        now = _seconds(now, "now")
-        if bind_address is None and bind_port is None and bind_interface is None \
-                and fwmark is None:  # fmt: skip
-            options = None
-        else:
-            options = _options(family, bind_address, bind_port, bind_interface, fwmark)
-        target = (address, port) if family == _AF_INET else (address, port, 0, 0)
+        token = check_integer(token, "token", TOKEN_MIN, TOKEN_MAX)
+        family, target = parse_target(address, port)
+        timeout = check_seconds(timeout_s, "timeout_s", minimum=0.0)
+        now = check_seconds(now, "now")
+        options = parse_options(family, bind_address, bind_port, bind_interface, fwmark)
         if len(self._checks) >= self._max_in_flight:
             self._queue.append((token, family, target, timeout, options))
             return
@@ -251,7 +163,7 @@ class TcpConnectEngine:
     def poll(self, now: float) -> list[tuple[int, int, float]]:
         """Checks finished since the last poll, as ``(token, errno, latency_s)``; never blocks."""
         self._check_open()
-        now = _seconds(now, "now")
+        now = check_seconds(now, "now")
         self._collect(now)
         self._expire(now)
         queue = self._queue
@@ -283,7 +195,7 @@ class TcpConnectEngine:
             return
         self._closed = True
         for sock, *_ in self._checks.values():
-            _close_with_reset(sock)
+            close_with_reset(sock)
         self._checks.clear()
         self._deadlines.clear()
         self._queue.clear()
@@ -321,12 +233,12 @@ class TcpConnectEngine:
         family: int,
         target: tuple[Any, ...],
         timeout: float,
-        options: _Options | None,
+        options: Options | None,
         now: float,
     ) -> None:
         """Open, configure and connect one socket; a failure becomes a result, not a raise."""
         try:
-            sock = socket.socket(family, _SOCK_TYPE)
+            sock = socket.socket(family, CONNECT_SOCK_TYPE)
         except OSError as exc:
             self._results.append((token, exc.errno or 0, 0.0))
             return
@@ -347,7 +259,7 @@ class TcpConnectEngine:
         except OSError as exc:
             err = exc.errno or 0
         if err == 0:  # connected at once
-            _close_with_reset(sock)
+            close_with_reset(sock)
         else:
             sock.close()
         self._results.append((token, err, 0.0))
@@ -378,7 +290,7 @@ class TcpConnectEngine:
                         sock.close()
                         append((token, err, now - start))
                         continue
-                sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _RESET_ON_CLOSE)
+                sock.setsockopt(_SOL_SOCKET, _SO_LINGER, RESET_ON_CLOSE)
                 sock.close()
                 append((token, 0, now - start))
             if len(events) < _MAX_EVENTS:
@@ -413,11 +325,5 @@ class TcpConnectEngine:
             if not group:
                 del deadlines[timeout]
             unregister(fd)  # first: a descriptor shared with a forked child stays armed
-            _close_with_reset(sock)
+            close_with_reset(sock)
             append((token, ETIMEDOUT, now - start))
-
-
-def _close_with_reset(sock: socket.socket) -> None:
-    with suppress(OSError):
-        sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _RESET_ON_CLOSE)
-    sock.close()
