@@ -6,8 +6,9 @@ path): connect, send a payload, read the answer.
 Owns: the same API and semantics as ``exchange_py`` (the reference; read its module
 docstring for the rules), with sockets, epoll and the deadline queue in C, shaped like
 ``tcpconnect_c``: a slot table of exchanges in flight, an indexed binary heap of their
-deadlines (earliest first, FIFO among equal deadlines), a ring buffer of validated requests
-waiting for a slot, one shared receive buffer. Any behaviour change goes into both twins.
+deadlines (``deadlines_c.pxd``: earliest first, FIFO among equal deadlines), a ring buffer
+of validated requests waiting for a slot, one shared receive buffer. Any behaviour change
+goes into both twins.
 Must not: read a clock, block, parse what it reads, decide health, or be imported directly
 outside tests and benches (import the selector ``fastcheck._ext.exchange``).
 
@@ -29,6 +30,9 @@ from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close, read, write
 
+from fastcheck._ext.deadlines_c cimport (
+    DeadlineHeap, heap_free, heap_push, heap_remove, heap_reserve,
+)
 from fastcheck._ext.sockopts_c cimport (
     SockAddr, SockOpts, check_integer, check_seconds, close_with_reset, open_connect,
     parse_options, parse_target,
@@ -67,13 +71,10 @@ cdef struct Request:       # a validated exchange, queued or about to start
 cdef struct Slot:          # an exchange in flight (fd >= 0) or a free slot (fd == -1)
     int fd
     uint32_t gen
-    int heap_pos
     int next_free
     int stage
     int64_t token
-    uint64_t seq          # start order: FIFO among equal deadlines
     double start
-    double deadline
     PyObject *payload     # owned bytes
     Py_ssize_t sent       # payload bytes sent
     int64_t left          # bytes that may still be read
@@ -95,8 +96,7 @@ cdef class ExchangeEngine:
     cdef Slot *slots         # grows by doubling up to `window`
     cdef int capacity
     cdef int free_head       # free slots, linked through next_free; -1 = none
-    cdef int *heap           # slot indices ordered by (deadline, seq)
-    cdef int heap_len
+    cdef DeadlineHeap deadlines  # slots in flight by (deadline, start order)
     cdef uint64_t seq
     cdef Request *queue      # ring buffer of exchanges waiting for a slot
     cdef Py_ssize_t q_head
@@ -139,7 +139,7 @@ cdef class ExchangeEngine:
         PyMem_Free(self.events)
         PyMem_Free(self.rbuf)
         PyMem_Free(self.slots)
-        PyMem_Free(self.heap)
+        heap_free(&self.deadlines)
         PyMem_Free(self.queue)
 
     # --- public API ----------------------------------------------------------------------
@@ -217,9 +217,9 @@ cdef class ExchangeEngine:
 
     def next_deadline(self) -> float | None:
         """The earliest deadline among exchanges in flight, or None when none is."""
-        if self.heap_len == 0:
+        if self.deadlines.len == 0:
             return None
-        return self.slots[self.heap[0]].deadline
+        return self.deadlines.items[0].at
 
     def close(self) -> None:
         """Reset every exchange in flight, drop the queue, release the descriptors.
@@ -259,7 +259,7 @@ cdef class ExchangeEngine:
                 self.slots[i].fd = -1
                 self._drop_objects(&self.slots[i])
         self.active = 0
-        self.heap_len = 0
+        self.deadlines.len = 0
         for k in range(self.q_len):
             r = &self.queue[(self.q_head + k) % self.q_cap]
             Py_XDECREF(r.payload)
@@ -306,17 +306,13 @@ cdef class ExchangeEngine:
         cdef int cap = self.capacity * 2 if self.capacity else 64
         cdef int i
         cdef Slot *slots
-        cdef int *heap
         if cap > self.window:
             cap = self.window
         slots = <Slot *>PyMem_Realloc(self.slots, cap * sizeof(Slot))
         if slots == NULL:
             raise MemoryError()
         self.slots = slots
-        heap = <int *>PyMem_Realloc(self.heap, cap * sizeof(int))
-        if heap == NULL:
-            raise MemoryError()
-        self.heap = heap
+        heap_reserve(&self.deadlines, cap)
         for i in range(cap - 1, self.capacity - 1, -1):
             memset(&slots[i], 0, sizeof(Slot))
             slots[i].fd = -1
@@ -353,8 +349,6 @@ cdef class ExchangeEngine:
                 slot.stage = STAGE_CONNECTING
                 slot.token = r.token
                 slot.start = now
-                slot.deadline = now + r.timeout
-                slot.seq = self.seq
                 slot.payload = r.payload
                 slot.sent = 0
                 slot.left = r.max_bytes
@@ -362,9 +356,9 @@ cdef class ExchangeEngine:
                 slot.buf = NULL
                 slot.buf_len = 0
                 slot.buf_cap = 0
+                heap_push(&self.deadlines, index, now + r.timeout, self.seq)
                 self.seq += 1
                 self.active += 1
-                self._heap_push(index)
                 return 0
         Py_XDECREF(r.payload)
         Py_XDECREF(r.feed)
@@ -382,7 +376,7 @@ cdef class ExchangeEngine:
             data = b""
         self.results.append((slot.token, err, now - slot.start, slot.stage, data))
         self._drop_objects(slot)
-        self._heap_remove(slot.heap_pos)
+        heap_remove(&self.deadlines, index)
         slot.fd = -1
         slot.gen += 1
         slot.next_free = self.free_head
@@ -495,63 +489,9 @@ cdef class ExchangeEngine:
     cdef int _expire(self, double now) except -1:
         """Report ETIMEDOUT for every exchange whose deadline is at or before ``now``."""
         cdef int index
-        while self.heap_len:
-            index = self.heap[0]
-            if self.slots[index].deadline > now:
+        while self.deadlines.len:
+            if self.deadlines.items[0].at > now:
                 return 0
+            index = self.deadlines.items[0].slot
             self._finish(index, ETIMEDOUT, now)
         return 0
-
-    # --- indexed binary min-heap of slot indices, keyed by (deadline, seq) ----------------
-
-    cdef inline bint _before(self, int a, int b) noexcept nogil:
-        cdef Slot *x = &self.slots[a]
-        cdef Slot *y = &self.slots[b]
-        return x.deadline < y.deadline or (x.deadline == y.deadline and x.seq < y.seq)
-
-    cdef inline void _place(self, int pos, int index) noexcept nogil:
-        self.heap[pos] = index
-        self.slots[index].heap_pos = pos
-
-    cdef void _sift_up(self, int pos) noexcept nogil:
-        cdef int index = self.heap[pos]
-        cdef int parent
-        while pos > 0:
-            parent = (pos - 1) >> 1
-            if not self._before(index, self.heap[parent]):
-                break
-            self._place(pos, self.heap[parent])
-            pos = parent
-        self._place(pos, index)
-
-    cdef void _sift_down(self, int pos) noexcept nogil:
-        cdef int index = self.heap[pos]
-        cdef int child
-        while True:
-            child = 2 * pos + 1
-            if child >= self.heap_len:
-                break
-            if child + 1 < self.heap_len and self._before(self.heap[child + 1], self.heap[child]):
-                child += 1
-            if not self._before(self.heap[child], index):
-                break
-            self._place(pos, self.heap[child])
-            pos = child
-        self._place(pos, index)
-
-    cdef void _heap_push(self, int index) noexcept nogil:
-        self._place(self.heap_len, index)
-        self.heap_len += 1
-        self._sift_up(self.heap_len - 1)
-
-    cdef void _heap_remove(self, int pos) noexcept nogil:
-        cdef int last
-        self.heap_len -= 1
-        if pos == self.heap_len:
-            return
-        last = self.heap[self.heap_len]
-        self._place(pos, last)
-        if pos > 0 and self._before(last, self.heap[(pos - 1) >> 1]):
-            self._sift_up(pos)
-        else:
-            self._sift_down(pos)

@@ -4,9 +4,9 @@
 
 Owns: the same API and semantics as ``tcpconnect_py`` (the reference; read its module
 docstring for the rules), with sockets, epoll and the deadline queue in C: direct libc
-calls (declared in ``includes_c.pxd``, argument checks and socket options from
-``sockopts_c.pxd``), a slot table of checks in flight, an indexed
-binary heap of their deadlines (earliest first, FIFO among equal deadlines), and a ring
+calls (declared in ``includes_c.pxd``; argument checks and socket options are
+``sockopts_c.pxd``'s), a slot table of checks in flight, an indexed binary heap of their
+deadlines (``deadlines_c.pxd``: earliest first, FIFO among equal deadlines), and a ring
 buffer of validated requests waiting for a slot. Any behaviour change goes into both twins.
 Must not: read a clock, block, decide health, or be imported directly outside tests and
 benches (import the selector ``fastcheck._ext.tcpconnect``).
@@ -24,6 +24,9 @@ from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
 from libc.string cimport memset
 from posix.unistd cimport close, read, write
 
+from fastcheck._ext.deadlines_c cimport (
+    DeadlineHeap, heap_free, heap_push, heap_remove, heap_reserve,
+)
 from fastcheck._ext.sockopts_c cimport (
     SockAddr, SockOpts, check_integer, check_seconds, close_with_reset, open_connect,
     parse_options, parse_target,
@@ -51,12 +54,9 @@ cdef struct Request:       # a validated check, queued or about to start
 cdef struct Slot:          # a check in flight (fd >= 0) or a free slot (fd == -1)
     int fd
     uint32_t gen
-    int heap_pos
     int next_free
     int64_t token
-    uint64_t seq          # start order: FIFO among equal deadlines
     double start
-    double deadline
 
 
 cdef class TcpConnectEngine:
@@ -71,8 +71,7 @@ cdef class TcpConnectEngine:
     cdef Slot *slots         # grows by doubling up to `window`
     cdef int capacity
     cdef int free_head       # free slots, linked through next_free; -1 = none
-    cdef int *heap           # slot indices ordered by (deadline, seq)
-    cdef int heap_len
+    cdef DeadlineHeap deadlines  # slots in flight by (deadline, start order)
     cdef uint64_t seq
     cdef Request *queue      # ring buffer of checks waiting for a slot
     cdef Py_ssize_t q_head
@@ -112,7 +111,7 @@ cdef class TcpConnectEngine:
         self._release()
         PyMem_Free(self.events)
         PyMem_Free(self.slots)
-        PyMem_Free(self.heap)
+        heap_free(&self.deadlines)
         PyMem_Free(self.queue)
 
     # --- public API ----------------------------------------------------------------------
@@ -177,9 +176,9 @@ cdef class TcpConnectEngine:
 
     def next_deadline(self) -> float | None:
         """The earliest deadline among checks in flight, or None when none is in flight."""
-        if self.heap_len == 0:
+        if self.deadlines.len == 0:
             return None
-        return self.slots[self.heap[0]].deadline
+        return self.deadlines.items[0].at
 
     def close(self) -> None:
         """Reset every check in flight, drop the queue, release the descriptors. Idempotent."""
@@ -205,7 +204,7 @@ cdef class TcpConnectEngine:
                 close_with_reset(self.slots[i].fd)
                 self.slots[i].fd = -1
         self.active = 0
-        self.heap_len = 0
+        self.deadlines.len = 0
         self.q_len = 0
         if self.results is not None:
             del self.results[:]
@@ -246,17 +245,13 @@ cdef class TcpConnectEngine:
         cdef int cap = self.capacity * 2 if self.capacity else 64
         cdef int i
         cdef Slot *slots
-        cdef int *heap
         if cap > self.window:
             cap = self.window
         slots = <Slot *>PyMem_Realloc(self.slots, cap * sizeof(Slot))
         if slots == NULL:
             raise MemoryError()
         self.slots = slots
-        heap = <int *>PyMem_Realloc(self.heap, cap * sizeof(int))
-        if heap == NULL:
-            raise MemoryError()
-        self.heap = heap
+        heap_reserve(&self.deadlines, cap)
         for i in range(cap - 1, self.capacity - 1, -1):
             memset(&slots[i], 0, sizeof(Slot))
             slots[i].fd = -1
@@ -285,11 +280,9 @@ cdef class TcpConnectEngine:
                 slot.fd = fd
                 slot.token = r.token
                 slot.start = now
-                slot.deadline = now + r.timeout
-                slot.seq = self.seq
+                heap_push(&self.deadlines, index, now + r.timeout, self.seq)
                 self.seq += 1
                 self.active += 1
-                self._heap_push(index)
                 return 0
         if err == 0:  # connected at once
             close_with_reset(fd)
@@ -301,7 +294,7 @@ cdef class TcpConnectEngine:
     cdef void _finish(self, int index) noexcept:
         """Take a closed check's slot out of the heap and back onto the free list."""
         cdef Slot *slot = &self.slots[index]
-        self._heap_remove(slot.heap_pos)
+        heap_remove(&self.deadlines, index)
         slot.fd = -1
         slot.gen += 1
         slot.next_free = self.free_head
@@ -352,68 +345,14 @@ cdef class TcpConnectEngine:
         cdef int index
         cdef Slot *slot
         cdef list results = self.results
-        while self.heap_len:
-            index = self.heap[0]
-            slot = &self.slots[index]
-            if slot.deadline > now:
+        while self.deadlines.len:
+            if self.deadlines.items[0].at > now:
                 return 0
+            index = self.deadlines.items[0].slot
+            slot = &self.slots[index]
             # Unregister first: a descriptor shared with a forked child would stay armed.
             epoll_ctl(self.epfd, EPOLL_CTL_DEL, slot.fd, NULL)
             close_with_reset(slot.fd)
             results.append((slot.token, ETIMEDOUT, now - slot.start))
             self._finish(index)
         return 0
-
-    # --- indexed binary min-heap of slot indices, keyed by (deadline, seq) ----------------
-
-    cdef inline bint _before(self, int a, int b) noexcept nogil:
-        cdef Slot *x = &self.slots[a]
-        cdef Slot *y = &self.slots[b]
-        return x.deadline < y.deadline or (x.deadline == y.deadline and x.seq < y.seq)
-
-    cdef inline void _place(self, int pos, int index) noexcept nogil:
-        self.heap[pos] = index
-        self.slots[index].heap_pos = pos
-
-    cdef void _sift_up(self, int pos) noexcept nogil:
-        cdef int index = self.heap[pos]
-        cdef int parent
-        while pos > 0:
-            parent = (pos - 1) >> 1
-            if not self._before(index, self.heap[parent]):
-                break
-            self._place(pos, self.heap[parent])
-            pos = parent
-        self._place(pos, index)
-
-    cdef void _sift_down(self, int pos) noexcept nogil:
-        cdef int index = self.heap[pos]
-        cdef int child
-        while True:
-            child = 2 * pos + 1
-            if child >= self.heap_len:
-                break
-            if child + 1 < self.heap_len and self._before(self.heap[child + 1], self.heap[child]):
-                child += 1
-            if not self._before(self.heap[child], index):
-                break
-            self._place(pos, self.heap[child])
-            pos = child
-        self._place(pos, index)
-
-    cdef void _heap_push(self, int index) noexcept nogil:
-        self._place(self.heap_len, index)
-        self.heap_len += 1
-        self._sift_up(self.heap_len - 1)
-
-    cdef void _heap_remove(self, int pos) noexcept nogil:
-        cdef int last
-        self.heap_len -= 1
-        if pos == self.heap_len:
-            return
-        last = self.heap[self.heap_len]
-        self._place(pos, last)
-        if pos > 0 and self._before(last, self.heap[(pos - 1) >> 1]):
-            self._sift_up(pos)
-        else:
-            self._sift_down(pos)
