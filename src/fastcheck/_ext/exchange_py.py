@@ -47,6 +47,7 @@ from errno import EINPROGRESS, EIO, ETIMEDOUT
 from types import TracebackType
 from typing import Any
 
+from fastcheck._ext.deadlines_py import DeadlineGroups
 from fastcheck._ext.sockopts_py import (
     CONNECT_SOCK_TYPE,
     MAX_WINDOW,
@@ -112,8 +113,7 @@ class ExchangeEngine:
         self._max_in_flight = check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
         self._checks: dict[int, _Exchange] = {}
         self._seq = 0
-        # timeout -> {fd: deadline}, in start order (see tcpconnect_py)
-        self._deadlines: dict[float, dict[int, float]] = {}
+        self._deadlines = DeadlineGroups()
         self._queue: deque[_Request] = deque()
         self._results: list[Result] = []
         self._signalled = False
@@ -205,13 +205,7 @@ class ExchangeEngine:
 
     def next_deadline(self) -> float | None:
         """The earliest deadline among exchanges in flight, or None when none is."""
-        earliest = None
-        for group in self._deadlines.values():
-            for deadline in group.values():
-                if earliest is None or deadline < earliest:
-                    earliest = deadline
-                break
-        return earliest
+        return self._deadlines.earliest()
 
     def close(self) -> None:
         """Reset every exchange in flight, drop the queue, release the descriptors.
@@ -266,10 +260,7 @@ class ExchangeEngine:
                 self._checks[fd] = _Exchange(sock, token, now, timeout, self._seq,
                                              payload, limit, feed)
                 self._seq += 1
-                group = self._deadlines.get(timeout)
-                if group is None:
-                    group = self._deadlines[timeout] = {}
-                group[fd] = now + timeout
+                self._deadlines.add(fd, timeout, now + timeout)
                 return
         except OSError as exc:
             err = exc.errno or 0
@@ -278,10 +269,7 @@ class ExchangeEngine:
 
     def _finish(self, fd: int, check: _Exchange, err: int, now: float) -> None:
         del self._checks[fd]
-        group = self._deadlines[check.timeout]
-        del group[fd]
-        if not group:
-            del self._deadlines[check.timeout]
+        self._deadlines.remove(fd, check.timeout)
         self._epoll.unregister(fd)  # first: a descriptor shared with a forked child
         close_with_reset(check.sock)
         data = b"" if check.data is None else bytes(check.data)
@@ -361,20 +349,6 @@ class ExchangeEngine:
     def _expire(self, now: float) -> None:
         """Report ETIMEDOUT for every exchange whose deadline is at or before ``now``, in
         deadline order (ties: start order), as the compiled twin's heap does."""
-        deadlines = self._deadlines
-        expired: list[tuple[float, int]] = []
-        groups = 0
-        for group in deadlines.values():
-            first = len(expired)
-            for fd, deadline in group.items():
-                if deadline > now:
-                    break
-                expired.append((deadline, fd))
-            groups += len(expired) > first
-        if not expired:
-            return
         checks = self._checks
-        if groups > 1:
-            expired.sort(key=lambda item: (item[0], checks[item[1]].seq))
-        for _, fd in expired:
+        for fd in self._deadlines.expired(now, lambda fd: checks[fd].seq):
             self._finish(fd, checks[fd], ETIMEDOUT, now)

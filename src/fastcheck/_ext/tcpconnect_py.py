@@ -45,6 +45,7 @@ from errno import EINPROGRESS, ETIMEDOUT
 from types import TracebackType
 from typing import Any
 
+from fastcheck._ext.deadlines_py import DeadlineGroups
 from fastcheck._ext.sockopts_py import (
     CONNECT_SOCK_TYPE,
     MAX_WINDOW,
@@ -97,9 +98,7 @@ class TcpConnectEngine:
         # starts, and breaks ties between equal deadlines of different timeouts
         self._checks: dict[int, tuple[socket.socket, int, float, float, int]] = {}
         self._seq = 0
-        # timeout -> {fd: deadline}, in start order, so each dict's first entry is the
-        # earliest deadline of that timeout (dicts keep insertion order; deletion is O(1))
-        self._deadlines: dict[float, dict[int, float]] = {}
+        self._deadlines = DeadlineGroups()
         self._queue: deque[_Request] = deque()
         self._results: list[tuple[int, int, float]] = []
         self._signalled = False
@@ -181,13 +180,7 @@ class TcpConnectEngine:
 
     def next_deadline(self) -> float | None:
         """The earliest deadline among checks in flight, or None when none is in flight."""
-        earliest = None
-        for group in self._deadlines.values():
-            for deadline in group.values():
-                if earliest is None or deadline < earliest:
-                    earliest = deadline
-                break
-        return earliest
+        return self._deadlines.earliest()
 
     def close(self) -> None:
         """Reset every check in flight, drop the queue, release the descriptors. Idempotent."""
@@ -251,10 +244,7 @@ class TcpConnectEngine:
                 self._epoll.register(fd, _EPOLLOUT_ONESHOT)
                 self._checks[fd] = (sock, token, now, timeout, self._seq)
                 self._seq += 1
-                group = self._deadlines.get(timeout)
-                if group is None:
-                    group = self._deadlines[timeout] = {}
-                group[fd] = now + timeout
+                self._deadlines.add(fd, timeout, now + timeout)
                 return
         except OSError as exc:
             err = exc.errno or 0
@@ -277,10 +267,7 @@ class TcpConnectEngine:
                 if check is None:  # the eventfd (or a stray event): nothing to report
                     continue
                 sock, token, start, timeout, _ = check
-                group = deadlines[timeout]
-                del group[fd]
-                if not group:
-                    del deadlines[timeout]
+                deadlines.remove(fd, timeout)
                 if mask & _FAILED:
                     try:
                         err = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
@@ -298,32 +285,17 @@ class TcpConnectEngine:
 
     def _expire(self, now: float) -> None:
         """Report ETIMEDOUT for every check whose deadline is at or before ``now``, in
-        deadline order (ties: start order), as the compiled twin's heap does. Each
-        timeout's dict is in start order, hence in deadline order while ``now`` never
-        goes back, so its expired checks are a prefix."""
+        deadline order (ties: start order), as the compiled twin's heap does."""
         deadlines = self._deadlines
-        expired: list[tuple[float, int]] = []
-        groups = 0
-        for group in deadlines.values():
-            first = len(expired)
-            for fd, deadline in group.items():
-                if deadline > now:
-                    break
-                expired.append((deadline, fd))
-            groups += len(expired) > first
+        checks = self._checks
+        expired = deadlines.expired(now, lambda fd: checks[fd][4])
         if not expired:
             return
-        checks = self._checks
-        if groups > 1:
-            expired.sort(key=lambda item: (item[0], checks[item[1]][4]))
         append = self._results.append
         unregister = self._epoll.unregister
-        for _, fd in expired:
+        for fd in expired:
             sock, token, start, timeout, _ = checks.pop(fd)
-            group = deadlines[timeout]
-            del group[fd]
-            if not group:
-                del deadlines[timeout]
+            deadlines.remove(fd, timeout)
             unregister(fd)  # first: a descriptor shared with a forked child stays armed
             close_with_reset(sock)
             append((token, ETIMEDOUT, now - start))
