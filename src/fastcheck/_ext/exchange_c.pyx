@@ -25,7 +25,7 @@ Argument checks and socket options are ``sockopts_c.pxd``'s inline functions (sh
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
-from libc.errno cimport EAGAIN, EINPROGRESS, EINTR, EIO, ETIMEDOUT, errno
+from libc.errno cimport EAGAIN, EINTR, EIO, ETIMEDOUT, errno
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close, read, write

@@ -6,6 +6,6 @@ Must not: hold code; ``icmp_c.pyx`` owns the behaviour (rules: ``icmp_py``).
 """
 
 from fastcheck._ext.includes_c cimport (
-    AF_INET, AF_INET6, MSG_DONTWAIT, in6_addr, in_addr, inet_pton, iovec, mmsghdr, msghdr,
-    recvmmsg, sendto, sockaddr, sockaddr_in, sockaddr_in6, socklen_t,
+    AF_INET, AF_INET6, MSG_DONTWAIT, inet_pton, iovec, mmsghdr, recvmmsg, sendto, sockaddr,
+    sockaddr_in, sockaddr_in6, socklen_t,
 )
