@@ -1,11 +1,11 @@
 """HTTP_GET (plain HTTP) checks run by the batched exchange engine on an asyncio event loop.
 
-Owns: the glue between one ``ExchangeEngine`` and a loop (one reader on the engine's epoll
-descriptor, at most one timer for its next deadline), the walk through a check's urls (one
-exchange each, in order, the first failure ends the run), and the engine's results turned
-into the verdicts `HttpProbe` gives: the response is judged by the same
-`httpwire.ResponseReader` (fed chunk by chunk as the engine reads, so it stops reading
-exactly where `HttpProbe` does), and socket errors by the same `http.failure_of`.
+Owns: driving one ``ExchangeEngine`` on a loop (the reader and the deadline timer are
+``batched.EngineProber``'s), the walk through a check's urls (one exchange each, in order,
+the first failure ends the run), and the engine's results turned into the verdicts
+`HttpProbe` gives: the response is judged by the same `httpwire.ResponseReader` (fed chunk
+by chunk as the engine reads, so it stops reading exactly where `HttpProbe` does), and
+socket errors by the same `http.failure_of`.
 Must not: decide health, schedule checks, speak TLS (SSL_GET stays on `HttpProbe`), or read
 any clock but the one it is given. One task per check is what this module exists to avoid.
 
@@ -26,6 +26,7 @@ from errno import EIO, ETIMEDOUT
 from typing import Final
 
 from fastcheck._ext.exchange import CONNECTING, ExchangeEngine
+from fastcheck.probes.batched import EngineProber
 from fastcheck.probes.http import HttpProbe, failure_of
 from fastcheck.probes.httpwire import MAX_HEADER_BYTES, ResponseReader, UrlCheck, Verdict
 from fastcheck.probes.result import Failure, ProbeResult
@@ -76,7 +77,7 @@ class _Run:
         self.reader: ResponseReader | None = None
 
 
-class HttpBatchProber:
+class HttpBatchProber(EngineProber[ExchangeEngine]):
     """Runs plain-HTTP HTTP_GET checks on ``loop``; reports each through ``on_result``.
 
     ``on_result(token, result)`` is called once per check, in batches from one loop
@@ -85,28 +86,16 @@ class HttpBatchProber:
     their deadlines. The prober owns its engine (given or made) and closes it.
     """
 
-    __slots__ = ("_clock", "_closed", "_engine", "_fd", "_loop", "_next", "_on_result",
-                 "_runs", "_timer", "_timer_at")
+    __slots__ = ("_next", "_runs")
 
     def __init__(self, loop: asyncio.AbstractEventLoop,
                  on_result: Callable[[int, ProbeResult], None],
                  engine: ExchangeEngine | None = None, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._loop = loop
-        self._on_result = on_result
-        self._engine = engine if engine is not None else ExchangeEngine()
-        self._clock = clock
         self._runs: dict[int, _Run] = {}
         self._next = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._fd = self._engine.fileno()
-        loop.add_reader(self._fd, self._on_readable)
-        self._closed = False
-
-    @property
-    def engine(self) -> ExchangeEngine:
-        return self._engine
+        super().__init__(loop, on_result, engine if engine is not None else ExchangeEngine(),
+                         clock)
 
     @property
     def running(self) -> int:
@@ -129,15 +118,8 @@ class HttpBatchProber:
 
     def close(self) -> None:
         """Stop watching the engine, cancel the timer, close the engine. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._loop.remove_reader(self._fd)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        super().close()
         self._runs.clear()
-        self._engine.close()
 
     # --- internals ---------------------------------------------------------------------
 
@@ -176,29 +158,6 @@ class HttpBatchProber:
                 "message": f"HttpBatchProber: on_result({run.token}, ...) raised",
                 "exception": exc,
             })  # fmt: skip
-
-    def _arm(self) -> None:
-        """Keep one timer at or before the engine's next deadline."""
-        deadline = self._engine.next_deadline()
-        if deadline is None:
-            return
-        timer = self._timer
-        if timer is not None:
-            if self._timer_at <= deadline:
-                return
-            timer.cancel()
-        self._timer_at = deadline
-        delay = max(0.0, deadline - self._clock())
-        self._timer = self._loop.call_later(delay, self._on_timer)
-
-    def _on_readable(self) -> None:
-        self._deliver(self._clock())
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        # A loop may fire a timer slightly early (uvloop rounds to milliseconds); the
-        # deadline has come all the same, so never poll with an earlier time than it.
-        self._deliver(max(self._clock(), self._timer_at))
 
     def _deliver(self, now: float) -> None:
         if self._closed:

@@ -2,8 +2,9 @@
 
 Owns: the thin asyncio shell around ``fastcheck._ext.icmp.IcmpEngine`` — one engine per
 address family, created on first use, its socket watched with ``loop.add_reader``, one
-timer for the earliest deadline of all engines, a backlog for starts beyond the engines'
-``max_in_flight`` — and the mapping of engine statuses to ``ProbeResult``.
+timer for the earliest deadline of all engines (a ``batched.DeadlineTimer``), a backlog
+for starts beyond the engines' ``max_in_flight`` — and the mapping of engine statuses to
+``ProbeResult``.
 Must not: decide health (retry, rise/fall belong to health/), schedule checks, or keep
 state beyond the echoes it was asked to send. It reads no clock but the one it is given
 (default ``loop.time``).
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from fastcheck._ext.icmp import IcmpEngine
 from fastcheck.errors import ProbeError
 from fastcheck.model import Target
+from fastcheck.probes.batched import DeadlineTimer
 from fastcheck.probes.result import Failure, ProbeResult
 
 __all__ = ["PingProber", "result_for"]
@@ -60,7 +62,7 @@ class PingProber:
     ``on_result`` goes to the loop's exception handler and the rest is still delivered.
     ``clock`` gives the "now" handed to the engines (default ``loop.time``: with uvloop
     that has millisecond resolution, and so do latencies); the loop only provides a
-    reader and relative timers, so stock asyncio and uvloop both work.
+    reader and timers, so stock asyncio and uvloop both work.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_result: OnResult, *,
@@ -72,8 +74,7 @@ class PingProber:
         self._clock = clock if clock is not None else loop.time
         self._engines: dict[bool, IcmpEngine] = {}  # ipv6? → engine
         self._backlog: deque[tuple[int, str, bool, float]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+        self._timer = DeadlineTimer(loop, clock, self._on_timer)
         self._closed = False
 
     # -- the public face --------------------------------------------------------------------
@@ -108,9 +109,7 @@ class PingProber:
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         for engine in self._engines.values():
             self._loop.remove_reader(engine.fileno())
             engine.close()
@@ -165,12 +164,7 @@ class PingProber:
     def _on_readable(self, engine: IcmpEngine) -> None:
         self._poll((engine,), self._clock())
 
-    def _on_timer(self) -> None:
-        # A loop may fire a timer a little early (uvloop rounds to milliseconds): the
-        # deadline it was set for has passed as far as the engines are concerned.
-        now = max(self._clock(), self._timer_at)
-        self._timer = None
-        self._timer_at = math.inf
+    def _on_timer(self, now: float) -> None:
         self._poll(tuple(self._engines.values()), now)
 
     def _poll(self, engines: tuple[IcmpEngine, ...], now: float) -> None:
@@ -204,15 +198,8 @@ class PingProber:
         if self._closed:
             return
         deadlines = [d for e in self._engines.values() if (d := e.next_deadline()) is not None]
-        if not deadlines:
-            return  # a later timer may stay armed; firing it early is harmless
-        deadline = min(deadlines)
-        if deadline >= self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_later(max(0.0, deadline - self._clock()), self._on_timer)
+        if deadlines:  # else a later timer may stay armed; firing it early is harmless
+            self._timer.arm(min(deadlines))
 
 
 def _validate(ipv6: bool, address: str, timeout_s: float) -> None:

@@ -1,8 +1,7 @@
 """TCP_CHECK: connect checks run by the batched engine, driven by an asyncio event loop.
 
-Owns: the glue between one ``TcpConnectEngine`` and a loop (one reader on the engine's
-epoll descriptor, at most one timer for its next deadline), and the errno -> ``Failure``
-mapping of a connect.
+Owns: driving one ``TcpConnectEngine`` on a loop (the reader and the deadline timer are
+``batched.EngineProber``'s), and the errno -> ``Failure`` mapping of a connect.
 Must not: decide health (retry, rise/fall belong to health/), schedule checks (the
 scheduler calls ``start``), or read any clock but ``loop.time()``. One task per check is
 exactly what this module exists to avoid: a check is a token in the engine, not a coroutine.
@@ -21,6 +20,7 @@ from typing import Final
 
 from fastcheck._ext.tcpconnect import TcpConnectEngine
 from fastcheck.model import Target
+from fastcheck.probes.batched import EngineProber
 from fastcheck.probes.result import Failure, ProbeResult
 
 __all__ = ["ERRNO_FAILURES", "TcpProber", "result_for"]
@@ -44,7 +44,7 @@ def result_for(err: int, latency_s: float) -> ProbeResult:
     return ProbeResult.down(failure, latency_s, f"connect: {os.strerror(err)}")
 
 
-class TcpProber:
+class TcpProber(EngineProber[TcpConnectEngine]):
     """Runs TCP connect checks on ``loop`` and reports each through ``on_result``.
 
     ``on_result(token, result)`` is called once per check, in batches: every check the
@@ -53,7 +53,7 @@ class TcpProber:
     batch is still delivered. The prober owns its engine (given or made) and closes it.
     """
 
-    __slots__ = ("_closed", "_engine", "_fd", "_loop", "_on_result", "_timer", "_timer_at")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -61,18 +61,7 @@ class TcpProber:
         on_result: Callable[[int, ProbeResult], None],
         engine: TcpConnectEngine | None = None,
     ) -> None:
-        self._loop = loop
-        self._on_result = on_result
-        self._engine = engine if engine is not None else TcpConnectEngine()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._fd = self._engine.fileno()
-        loop.add_reader(self._fd, self._on_readable)
-        self._closed = False
-
-    @property
-    def engine(self) -> TcpConnectEngine:
-        return self._engine
+        super().__init__(loop, on_result, engine if engine is not None else TcpConnectEngine())
 
     def start(self, token: int, target: Target, timeout_s: float) -> None:
         """Check that ``target`` accepts a TCP connection within ``timeout_s`` seconds.
@@ -88,41 +77,7 @@ class TcpProber:
         )  # fmt: skip
         self._arm()
 
-    def close(self) -> None:
-        """Stop watching the engine, cancel the timer and close the engine. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._loop.remove_reader(self._fd)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._engine.close()
-
     # --- internals ---------------------------------------------------------------------
-
-    def _arm(self) -> None:
-        """Keep one timer at or before the engine's next deadline (a timer that turns out
-        early just polls and re-arms, which is cheaper than moving it on every change)."""
-        deadline = self._engine.next_deadline()
-        if deadline is None:
-            return
-        timer = self._timer
-        if timer is not None:
-            if self._timer_at <= deadline:
-                return
-            timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_readable(self) -> None:
-        self._deliver(self._loop.time())
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        # A loop may fire a timer slightly before its time (uvloop rounds to milliseconds);
-        # the deadline has come all the same, so never poll with an earlier clock than it.
-        self._deliver(max(self._loop.time(), self._timer_at))
 
     def _deliver(self, now: float) -> None:
         if self._closed:
