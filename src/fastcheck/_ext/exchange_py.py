@@ -1,8 +1,9 @@
 """Pure-Python twin: batched non-blocking request/response exchanges over TCP (HTTP_GET's
 hot path): connect, send a payload, read the answer.
 
-Owns: the sockets and the epoll instance of its exchanges in flight, the bounded in-flight
-window, the FIFO queue of exchanges waiting for a slot, and the deadline queues. Its
+Owns: the sockets of its exchanges in flight and the rules below; the epoll instance,
+the bounded in-flight window, the FIFO queue of exchanges waiting for a slot and the
+deadline queues are ``engine_py.BatchedEngine``'s (shared with ``tcpconnect_py``). Its
 compiled twin ``exchange_c.pyx`` must behave identically (same API, same results, same
 exceptions); the test suite runs both.
 Must not: read a clock (time comes in as ``now``, monotonic seconds), block, parse what it
@@ -37,20 +38,15 @@ set-up failures as results of latency 0 reported by the next ``poll``):
 
 from __future__ import annotations
 
-import os
 import select
 import socket
-from collections import deque
 from collections.abc import Callable
-from contextlib import suppress
 from errno import EINPROGRESS, EIO, ETIMEDOUT
-from types import TracebackType
 from typing import Any
 
-from fastcheck._ext.deadlines_py import DeadlineGroups
+from fastcheck._ext.engine_py import MAX_EVENTS, BatchedEngine
 from fastcheck._ext.sockopts_py import (
     CONNECT_SOCK_TYPE,
-    MAX_WINDOW,
     TOKEN_MAX,
     TOKEN_MIN,
     Options,
@@ -74,7 +70,6 @@ _SO_ERROR = socket.SO_ERROR
 _EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 _READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP
 _FAILED = select.EPOLLERR | select.EPOLLHUP
-_MAX_EVENTS = 512
 
 Feed = Callable[[bytes], object]
 Result = tuple[int, int, float, int, bytes]
@@ -102,50 +97,12 @@ class _Exchange:
         self.stage = CONNECTING
 
 
-class ExchangeEngine:
+class ExchangeEngine(BatchedEngine[_Exchange, Result]):
     """Batched non-blocking TCP request/response exchanges over one epoll (see module doc)."""
 
-    __slots__ = ("_checks", "_closed", "_deadlines", "_epoll", "_eventfd", "_max_in_flight",
-                 "_queue", "_results", "_seq", "_signalled")
-
-    def __init__(self, max_in_flight: int = 4096) -> None:
-        self._closed = True  # until every resource exists, so close() is always safe
-        self._max_in_flight = check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
-        self._checks: dict[int, _Exchange] = {}
-        self._seq = 0
-        self._deadlines = DeadlineGroups()
-        self._queue: deque[_Request] = deque()
-        self._results: list[Result] = []
-        self._signalled = False
-        self._epoll = select.epoll()
-        try:
-            self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        except BaseException:
-            self._epoll.close()
-            raise
-        self._epoll.register(self._eventfd, select.EPOLLIN)
-        self._closed = False
+    __slots__ = ()
 
     # --- public API --------------------------------------------------------------------
-
-    def fileno(self) -> int:
-        """The engine's epoll descriptor: readable when ``poll`` may have results."""
-        self._check_open()
-        return self._epoll.fileno()
-
-    @property
-    def max_in_flight(self) -> int:
-        return self._max_in_flight
-
-    @property
-    def in_flight(self) -> int:
-        """Exchanges started and not yet finished."""
-        return len(self._checks)
-
-    @property
-    def queued(self) -> int:
-        """Exchanges waiting for a free slot in the window."""
-        return len(self._queue)
 
     def submit(
         self,
@@ -174,73 +131,18 @@ class ExchangeEngine:
         if feed is not None and not callable(feed):
             raise TypeError(f"feed must be callable, not {type(feed).__name__}")
         options = parse_options(family, bind_address, bind_port, bind_interface, fwmark)
-        request = (token, family, target, timeout, options, payload, limit, feed)
-        if len(self._checks) >= self._max_in_flight:
-            self._queue.append(request)
-            return
-        self._start(request, now)
-        if self._results and not self._signalled:
-            os.eventfd_write(self._eventfd, 1)
-            self._signalled = True
+        self._submit((token, family, target, timeout, options, payload, limit, feed), now)
 
     def poll(self, now: float) -> list[Result]:
         """Exchanges finished since the last poll, as ``(token, errno, latency_s, stage,
         data)``; never blocks."""
-        self._check_open()
-        now = check_seconds(now, "now")
-        self._collect(now)
-        self._expire(now)
-        queue = self._queue
-        checks = self._checks
-        limit = self._max_in_flight
-        while queue and len(checks) < limit:
-            self._start(queue.popleft(), now)
-        if self._signalled:
-            with suppress(BlockingIOError):
-                os.eventfd_read(self._eventfd)
-            self._signalled = False
-        results = self._results
-        self._results = []
-        return results
-
-    def next_deadline(self) -> float | None:
-        """The earliest deadline among exchanges in flight, or None when none is."""
-        return self._deadlines.earliest()
-
-    def close(self) -> None:
-        """Reset every exchange in flight, drop the queue, release the descriptors.
-        Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for check in self._checks.values():
-            close_with_reset(check.sock)
-        self._checks.clear()
-        self._deadlines.clear()
-        self._queue.clear()
-        self._results.clear()
-        self._epoll.close()
-        os.close(self._eventfd)
-
-    def __enter__(self) -> ExchangeEngine:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:  # at interpreter exit module globals may be gone
-            if not self._closed:
-                self.close()
-        except Exception:
-            pass
+        return super().poll(now)
 
     # --- internals ---------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError("ExchangeEngine is closed")
+    @staticmethod
+    def _socket_of(check: _Exchange) -> socket.socket:
+        return check.sock
 
     def _start(self, request: _Request, now: float) -> None:
         """Open, configure and connect one socket; a failure becomes a result."""
@@ -279,12 +181,12 @@ class ExchangeEngine:
         epoll_poll = self._epoll.poll
         checks = self._checks
         while True:
-            events = epoll_poll(0, _MAX_EVENTS)
+            events = epoll_poll(0, MAX_EVENTS)
             for fd, mask in events:
                 check = checks.get(fd)
                 if check is not None:
                     self._advance(fd, check, mask, now)
-            if len(events) < _MAX_EVENTS:
+            if len(events) < MAX_EVENTS:
                 break
 
     def _advance(self, fd: int, check: _Exchange, mask: int, now: float) -> None:

@@ -1,9 +1,10 @@
 """Pure-Python twin: a batched, non-blocking TCP connect engine (the TCP_CHECK hot path).
 
-Owns: the sockets and the epoll instance of its in-flight connect checks, the bounded
-in-flight window, the FIFO queue of checks waiting for a slot, and the per-timeout deadline
-queues. Its compiled twin ``tcpconnect_c.pyx`` must behave identically (same API, same
-results, same exceptions); the test suite runs both.
+Owns: the sockets of its in-flight connect checks, and the rules below; the epoll
+instance, the bounded in-flight window, the FIFO queue of checks waiting for a slot and
+the deadline queues are ``engine_py.BatchedEngine``'s (shared with ``exchange_py``). Its
+compiled twin ``tcpconnect_c.pyx`` must behave identically (same API, same results, same
+exceptions); the test suite runs both.
 Must not: read a clock (time comes in as ``now``, monotonic seconds), block, decide health,
 or be imported directly outside tests and benches (import ``fastcheck._ext.tcpconnect``).
 
@@ -36,19 +37,14 @@ Rules both twins follow:
 
 from __future__ import annotations
 
-import os
 import select
 import socket
-from collections import deque
-from contextlib import suppress
 from errno import EINPROGRESS, ETIMEDOUT
-from types import TracebackType
 from typing import Any
 
-from fastcheck._ext.deadlines_py import DeadlineGroups
+from fastcheck._ext.engine_py import MAX_EVENTS, BatchedEngine
 from fastcheck._ext.sockopts_py import (
     CONNECT_SOCK_TYPE,
-    MAX_WINDOW,
     RESET_ON_CLOSE,
     TOKEN_MAX,
     TOKEN_MIN,
@@ -68,69 +64,21 @@ _SO_ERROR = socket.SO_ERROR
 _SO_LINGER = socket.SO_LINGER
 _EPOLLOUT_ONESHOT = select.EPOLLOUT | select.EPOLLONESHOT
 _FAILED = select.EPOLLERR | select.EPOLLHUP
-_MAX_EVENTS = 512
 
 # A check not yet started: (token, family, address, timeout, options); options is None or
 # sockopts_py.Options.
 _Request = tuple[int, int, tuple[Any, ...], float, Options | None]
+# A check in flight: (socket, token, start, timeout, seq); seq counts starts, and breaks
+# ties between equal deadlines of different timeouts.
+_Check = tuple[socket.socket, int, float, float, int]
 
 
-class TcpConnectEngine:
+class TcpConnectEngine(BatchedEngine[_Check, tuple[int, int, float]]):
     """Batched non-blocking TCP connect checks over one epoll instance (see module doc)."""
 
-    __slots__ = (
-        "_checks",
-        "_closed",
-        "_deadlines",
-        "_epoll",
-        "_eventfd",
-        "_max_in_flight",
-        "_queue",
-        "_results",
-        "_seq",
-        "_signalled",
-    )
-
-    def __init__(self, max_in_flight: int = 4096) -> None:
-        self._closed = True  # until every resource exists, so close() is always safe
-        self._max_in_flight = check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
-        # fd -> (socket, token, start, timeout, seq) of every check in flight; seq counts
-        # starts, and breaks ties between equal deadlines of different timeouts
-        self._checks: dict[int, tuple[socket.socket, int, float, float, int]] = {}
-        self._seq = 0
-        self._deadlines = DeadlineGroups()
-        self._queue: deque[_Request] = deque()
-        self._results: list[tuple[int, int, float]] = []
-        self._signalled = False
-        self._epoll = select.epoll()
-        try:
-            self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        except BaseException:
-            self._epoll.close()
-            raise
-        self._epoll.register(self._eventfd, select.EPOLLIN)
-        self._closed = False
+    __slots__ = ()
 
     # --- public API --------------------------------------------------------------------
-
-    def fileno(self) -> int:
-        """The engine's epoll descriptor: readable when ``poll`` has results to return."""
-        self._check_open()
-        return self._epoll.fileno()
-
-    @property
-    def max_in_flight(self) -> int:
-        return self._max_in_flight
-
-    @property
-    def in_flight(self) -> int:
-        """Checks with a connect in progress."""
-        return len(self._checks)
-
-    @property
-    def queued(self) -> int:
-        """Checks waiting for a free slot in the window."""
-        return len(self._queue)
 
     def submit(
         self,
@@ -151,85 +99,21 @@ class TcpConnectEngine:
         timeout = check_seconds(timeout_s, "timeout_s", minimum=0.0)
         now = check_seconds(now, "now")
         options = parse_options(family, bind_address, bind_port, bind_interface, fwmark)
-        if len(self._checks) >= self._max_in_flight:
-            self._queue.append((token, family, target, timeout, options))
-            return
-        self._start(token, family, target, timeout, options, now)
-        if self._results and not self._signalled:
-            os.eventfd_write(self._eventfd, 1)
-            self._signalled = True
+        self._submit((token, family, target, timeout, options), now)
 
     def poll(self, now: float) -> list[tuple[int, int, float]]:
         """Checks finished since the last poll, as ``(token, errno, latency_s)``; never blocks."""
-        self._check_open()
-        now = check_seconds(now, "now")
-        self._collect(now)
-        self._expire(now)
-        queue = self._queue
-        checks = self._checks
-        limit = self._max_in_flight
-        while queue and len(checks) < limit:
-            self._start(*queue.popleft(), now)
-        if self._signalled:
-            with suppress(BlockingIOError):
-                os.eventfd_read(self._eventfd)
-            self._signalled = False
-        results = self._results
-        self._results = []
-        return results
-
-    def next_deadline(self) -> float | None:
-        """The earliest deadline among checks in flight, or None when none is in flight."""
-        return self._deadlines.earliest()
-
-    def close(self) -> None:
-        """Reset every check in flight, drop the queue, release the descriptors. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for sock, *_ in self._checks.values():
-            close_with_reset(sock)
-        self._checks.clear()
-        self._deadlines.clear()
-        self._queue.clear()
-        self._results.clear()
-        self._epoll.close()
-        os.close(self._eventfd)
-
-    def __enter__(self) -> TcpConnectEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:  # at interpreter exit module globals (contextlib too) may be gone
-            if not self._closed:
-                self.close()
-        except Exception:
-            pass
+        return super().poll(now)
 
     # --- internals ---------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError("TcpConnectEngine is closed")
+    @staticmethod
+    def _socket_of(check: _Check) -> socket.socket:
+        return check[0]
 
-    def _start(
-        self,
-        token: int,
-        family: int,
-        target: tuple[Any, ...],
-        timeout: float,
-        options: Options | None,
-        now: float,
-    ) -> None:
+    def _start(self, request: _Request, now: float) -> None:
         """Open, configure and connect one socket; a failure becomes a result, not a raise."""
+        token, family, target, timeout, options = request
         try:
             sock = socket.socket(family, CONNECT_SOCK_TYPE)
         except OSError as exc:
@@ -261,7 +145,7 @@ class TcpConnectEngine:
         deadlines = self._deadlines
         append = self._results.append
         while True:
-            events = epoll_poll(0, _MAX_EVENTS)
+            events = epoll_poll(0, MAX_EVENTS)
             for fd, mask in events:
                 check = checks.pop(fd, None)
                 if check is None:  # the eventfd (or a stray event): nothing to report
@@ -280,7 +164,7 @@ class TcpConnectEngine:
                 sock.setsockopt(_SOL_SOCKET, _SO_LINGER, RESET_ON_CLOSE)
                 sock.close()
                 append((token, 0, now - start))
-            if len(events) < _MAX_EVENTS:
+            if len(events) < MAX_EVENTS:
                 break
 
     def _expire(self, now: float) -> None:
