@@ -6,7 +6,6 @@ Owns: nothing but this list. Must not: hold code.
 """
 
 from fastcheck._ext.includes_c cimport (
-    EFD_CLOEXEC, EFD_NONBLOCK, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLLERR, EPOLLET, EPOLLHUP,
-    EPOLLIN, EPOLLOUT, EPOLLRDHUP, MSG_NOSIGNAL, SO_ERROR, SOL_SOCKET, epoll_create1,
-    epoll_ctl, epoll_event, epoll_wait, eventfd, getsockopt, recv, send, socklen_t,
+    EPOLL_CTL_ADD, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, MSG_NOSIGNAL,
+    SO_ERROR, SOL_SOCKET, epoll_ctl, epoll_event, getsockopt, recv, send, socklen_t,
 )

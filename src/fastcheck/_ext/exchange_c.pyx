@@ -4,10 +4,11 @@
 path): connect, send a payload, read the answer.
 
 Owns: the same API and semantics as ``exchange_py`` (the reference; read its module
-docstring for the rules), with sockets, epoll and the deadline queue in C, shaped like
-``tcpconnect_c``: a slot table of exchanges in flight, an indexed binary heap of their
-deadlines (``deadlines_c.pxd``: earliest first, FIFO among equal deadlines), a ring buffer
-of validated requests waiting for a slot, one shared receive buffer. Any behaviour change
+docstring for the rules), with sockets, epoll and the deadline queue in C, on the
+skeleton it shares with ``tcpconnect_c`` (``engine_c.pxd``: epoll + eventfd, a slot table
+of exchanges in flight, a ring buffer of validated requests waiting for a slot), an indexed
+binary heap of their deadlines (``deadlines_c.pxd``: earliest first, FIFO among equal
+deadlines), and one shared receive buffer. Any behaviour change
 goes into both twins.
 Must not: read a clock, block, parse what it reads, decide health, or be imported directly
 outside tests and benches (import the selector ``fastcheck._ext.exchange``).
@@ -27,18 +28,20 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.errno cimport EAGAIN, EINTR, EIO, ETIMEDOUT, errno
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
-from posix.unistd cimport close, read, write
+from libc.string cimport memcpy
+from posix.unistd cimport close
 
-from fastcheck._ext.deadlines_c cimport (
-    DeadlineHeap, heap_free, heap_push, heap_remove, heap_reserve,
+from fastcheck._ext.deadlines_c cimport DeadlineHeap, heap_free, heap_push
+from fastcheck._ext.engine_c cimport (
+    MAX_EVENTS, MAX_WINDOW, Poller, Ring, SlotHead, SlotTable, poller_close, poller_drain,
+    poller_free, poller_init, poller_open, poller_signal, poller_wait, ring_at, ring_free,
+    ring_pop, ring_push, slot_of_event, slot_tag, slots_claim, slots_free, slots_grow,
+    slots_init, slots_release,
 )
 from fastcheck._ext.sockopts_c cimport (
     SockAddr, SockOpts, check_integer, check_seconds, close_with_reset, open_connect,
     parse_options, parse_target,
 )
-
-import os
 
 __all__ = ["CONNECTED", "CONNECTING", "MAX_READ", "ExchangeEngine"]
 
@@ -48,14 +51,11 @@ MAX_READ = 65536
 
 
 cdef enum:
-    MAX_EVENTS = 512
-    MAX_WINDOW = 1 << 20
     READ_SIZE = 65536     # MAX_READ
     STAGE_CONNECTING = 0
     STAGE_CONNECTED = 1
 
 cdef int64_t MAX_BYTES_LIMIT = 1LL << 62
-cdef uint64_t EVENTFD_TAG = 0xFFFFFFFFFFFFFFFFULL
 
 cdef struct Request:       # a validated exchange, queued or about to start
     int64_t token
@@ -68,10 +68,8 @@ cdef struct Request:       # a validated exchange, queued or about to start
     PyObject *feed        # owned callable or NULL
 
 
-cdef struct Slot:          # an exchange in flight (fd >= 0) or a free slot (fd == -1)
-    int fd
-    uint32_t gen
-    int next_free
+cdef struct Slot:          # an exchange in flight (head.fd >= 0) or a free slot (head.fd == -1)
+    SlotHead head
     int stage
     int64_t token
     double start
@@ -87,81 +85,60 @@ cdef struct Slot:          # an exchange in flight (fd >= 0) or a free slot (fd 
 cdef class ExchangeEngine:
     """Batched non-blocking TCP request/response exchanges over one epoll (see module doc)."""
 
-    cdef int epfd
-    cdef int evfd
+    cdef Poller poller       # epoll + eventfd
     cdef bint closed
-    cdef bint signalled
-    cdef int window          # max_in_flight
-    cdef int active          # exchanges in flight
-    cdef Slot *slots         # grows by doubling up to `window`
-    cdef int capacity
-    cdef int free_head       # free slots, linked through next_free; -1 = none
+    cdef SlotTable table     # the window: slots in flight and free
+    cdef Slot *slots         # table.items, typed
     cdef DeadlineHeap deadlines  # slots in flight by (deadline, start order)
     cdef uint64_t seq
-    cdef Request *queue      # ring buffer of exchanges waiting for a slot
-    cdef Py_ssize_t q_head
-    cdef Py_ssize_t q_len
-    cdef Py_ssize_t q_cap
-    cdef epoll_event *events
+    cdef Ring queue          # Requests waiting for a slot
     cdef char *rbuf          # the shared receive buffer, READ_SIZE bytes
     cdef list results
 
     def __cinit__(self, *args, **kwargs):
-        self.epfd = -1
-        self.evfd = -1
+        poller_init(&self.poller)
+        slots_init(&self.table, sizeof(Slot))
         self.closed = True
-        self.free_head = -1
 
     def __init__(self, max_in_flight: int = 4096) -> None:
-        cdef epoll_event ev
-        if self.events != NULL:
+        if self.poller.events != NULL:
             raise RuntimeError("ExchangeEngine.__init__ called twice")
-        self.window = <int>check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
+        self.table.window = <int>check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
         self.results = []
-        self.events = <epoll_event *>PyMem_Malloc(MAX_EVENTS * sizeof(epoll_event))
         self.rbuf = <char *>PyMem_Malloc(READ_SIZE)
-        if self.events == NULL or self.rbuf == NULL:
+        if self.rbuf == NULL:
             raise MemoryError()
-        self.epfd = epoll_create1(EPOLL_CLOEXEC)
-        if self.epfd < 0:
-            raise OSError(errno, os.strerror(errno))
-        self.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
-        if self.evfd < 0:
-            raise OSError(errno, os.strerror(errno))
-        ev.events = EPOLLIN
-        ev.data.u64 = EVENTFD_TAG
-        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.evfd, &ev) < 0:
-            raise OSError(errno, os.strerror(errno))
+        poller_open(&self.poller)
         self.closed = False
 
     def __dealloc__(self):
         self._release()
-        PyMem_Free(self.events)
+        poller_free(&self.poller)
         PyMem_Free(self.rbuf)
-        PyMem_Free(self.slots)
+        slots_free(&self.table)
         heap_free(&self.deadlines)
-        PyMem_Free(self.queue)
+        ring_free(&self.queue)
 
     # --- public API ----------------------------------------------------------------------
 
     def fileno(self) -> int:
         """The engine's epoll descriptor: readable when ``poll`` may have results."""
         self._check_open()
-        return self.epfd
+        return self.poller.epfd
 
     @property
     def max_in_flight(self) -> int:
-        return self.window
+        return self.table.window
 
     @property
     def in_flight(self) -> int:
         """Exchanges started and not yet finished."""
-        return self.active
+        return self.table.active
 
     @property
     def queued(self) -> int:
         """Exchanges waiting for a free slot in the window."""
-        return self.q_len
+        return self.queue.len
 
     def submit(self, token, address, port, payload, double timeout_s, double now,
                max_bytes=MAX_READ, feed=None, bind_address=None, bind_port=None,
@@ -186,31 +163,29 @@ cdef class ExchangeEngine:
         Py_INCREF(payload)          # the request owns them from here on
         if feed is not None:
             Py_INCREF(feed)
-        if self.active >= self.window:
-            self._enqueue(r)
+        if self.table.active >= self.table.window:
+            try:
+                ring_push(&self.queue, r, sizeof(Request))
+            except MemoryError:
+                Py_XDECREF(r.payload)
+                Py_XDECREF(r.feed)
+                raise
             return
         self._start(r, now)
-        if self.results and not self.signalled:
-            self._signal()
+        if self.results and not self.poller.signalled:
+            poller_signal(&self.poller)
 
     def poll(self, double now) -> list:
         """Exchanges finished since the last poll, as ``(token, errno, latency_s, stage,
         data)``; never blocks."""
         cdef list results
-        cdef uint64_t value
-        cdef Request *r
         self._check_open()
         check_seconds(now, "now", False)
         self._collect(now)
         self._expire(now)
-        while self.q_len and self.active < self.window:
-            r = &self.queue[self.q_head]
-            self.q_head = (self.q_head + 1) % self.q_cap
-            self.q_len -= 1
-            self._start(r, now)
-        if self.signalled:
-            read(self.evfd, &value, sizeof(uint64_t))
-            self.signalled = False
+        while self.queue.len and self.table.active < self.table.window:
+            self._start(<Request *>ring_pop(&self.queue, sizeof(Request)), now)
+        poller_drain(&self.poller)
         results = self.results
         self.results = []
         return results
@@ -253,73 +228,22 @@ cdef class ExchangeEngine:
         cdef int i
         cdef Py_ssize_t k
         cdef Request *r
-        for i in range(self.capacity):
-            if self.slots[i].fd >= 0:
-                close_with_reset(self.slots[i].fd)
-                self.slots[i].fd = -1
+        for i in range(self.table.capacity):
+            if self.slots[i].head.fd >= 0:
+                close_with_reset(self.slots[i].head.fd)
+                self.slots[i].head.fd = -1
                 self._drop_objects(&self.slots[i])
-        self.active = 0
+        self.table.active = 0
         self.deadlines.len = 0
-        for k in range(self.q_len):
-            r = &self.queue[(self.q_head + k) % self.q_cap]
+        for k in range(self.queue.len):
+            r = <Request *>ring_at(&self.queue, k, sizeof(Request))
             Py_XDECREF(r.payload)
             Py_XDECREF(r.feed)
-        self.q_len = 0
+        self.queue.len = 0
         if self.results is not None:
             del self.results[:]
-        if self.evfd >= 0:
-            close(self.evfd)
-            self.evfd = -1
-        if self.epfd >= 0:
-            close(self.epfd)
-            self.epfd = -1
+        poller_close(&self.poller)
         self.closed = True
-
-    cdef int _signal(self) except -1:
-        cdef uint64_t one = 1
-        write(self.evfd, &one, sizeof(uint64_t))
-        self.signalled = True
-        return 0
-
-    cdef int _enqueue(self, Request *r) except -1:
-        cdef Py_ssize_t cap, i
-        cdef Request *grown
-        if self.q_len == self.q_cap:
-            cap = self.q_cap * 2 if self.q_cap else 256
-            grown = <Request *>PyMem_Malloc(cap * sizeof(Request))
-            if grown == NULL:
-                Py_XDECREF(r.payload)
-                Py_XDECREF(r.feed)
-                raise MemoryError()
-            for i in range(self.q_len):
-                grown[i] = self.queue[(self.q_head + i) % self.q_cap]
-            PyMem_Free(self.queue)
-            self.queue = grown
-            self.q_cap = cap
-            self.q_head = 0
-        self.queue[(self.q_head + self.q_len) % self.q_cap] = r[0]
-        self.q_len += 1
-        return 0
-
-    cdef int _grow(self) except -1:
-        """Add slots (doubling, up to the window) and put them on the free list."""
-        cdef int cap = self.capacity * 2 if self.capacity else 64
-        cdef int i
-        cdef Slot *slots
-        if cap > self.window:
-            cap = self.window
-        slots = <Slot *>PyMem_Realloc(self.slots, cap * sizeof(Slot))
-        if slots == NULL:
-            raise MemoryError()
-        self.slots = slots
-        heap_reserve(&self.deadlines, cap)
-        for i in range(cap - 1, self.capacity - 1, -1):
-            memset(&slots[i], 0, sizeof(Slot))
-            slots[i].fd = -1
-            slots[i].next_free = self.free_head
-            self.free_head = i
-        self.capacity = cap
-        return 0
 
     cdef int _start(self, Request *r, double now) except -1:
         """Open, configure and connect one socket; a failure becomes a result, not a raise.
@@ -327,25 +251,25 @@ cdef class ExchangeEngine:
         cdef int fd, err, index
         cdef Slot *slot
         cdef epoll_event ev
-        if self.free_head < 0:
+        if self.table.free_head < 0:
             try:
-                self._grow()
+                slots_grow(&self.table, &self.deadlines)
             except MemoryError:
                 Py_XDECREF(r.payload)
                 Py_XDECREF(r.feed)
                 raise
+            self.slots = <Slot *>self.table.items
         err = open_connect(&r.addr, r.addrlen, &r.opts, &fd)
         if fd >= 0:  # connected, or connecting
-            index = self.free_head
-            slot = &self.slots[index]
+            index = self.table.free_head
             ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
-            ev.data.u64 = (<uint64_t>slot.gen << 32) | <uint32_t>index
-            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+            ev.data.u64 = slot_tag(&self.table, index)
+            if epoll_ctl(self.poller.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
                 err = errno
                 close(fd)
             else:
-                self.free_head = slot.next_free
-                slot.fd = fd
+                slots_claim(&self.table, fd)
+                slot = &self.slots[index]
                 slot.stage = STAGE_CONNECTING
                 slot.token = r.token
                 slot.start = now
@@ -358,7 +282,6 @@ cdef class ExchangeEngine:
                 slot.buf_cap = 0
                 heap_push(&self.deadlines, index, now + r.timeout, self.seq)
                 self.seq += 1
-                self.active += 1
                 return 0
         Py_XDECREF(r.payload)
         Py_XDECREF(r.feed)
@@ -369,50 +292,34 @@ cdef class ExchangeEngine:
         """Close an exchange with a reset, report it, free its slot."""
         cdef Slot *slot = &self.slots[index]
         cdef bytes data
-        close_with_reset(slot.fd)
+        close_with_reset(slot.head.fd)
         if slot.buf_len:
             data = PyBytes_FromStringAndSize(slot.buf, slot.buf_len)
         else:
             data = b""
         self.results.append((slot.token, err, now - slot.start, slot.stage, data))
         self._drop_objects(slot)
-        heap_remove(&self.deadlines, index)
-        slot.fd = -1
-        slot.gen += 1
-        slot.next_free = self.free_head
-        self.free_head = index
-        self.active -= 1
+        slots_release(&self.table, &self.deadlines, index)
         return 0
 
     cdef int _collect(self, double now) except -1:
         """Move on every exchange epoll has news for."""
         cdef int n, i, index
-        cdef uint64_t data
-        cdef Slot *slot
+        cdef epoll_event *events = self.poller.events
         while True:
-            n = epoll_wait(self.epfd, self.events, MAX_EVENTS, 0)
-            if n < 0:
-                if errno == EINTR:
-                    continue
-                raise OSError(errno, os.strerror(errno))
+            n = poller_wait(&self.poller)
             for i in range(n):
-                data = self.events[i].data.u64
-                if data == EVENTFD_TAG:
-                    continue
-                index = <int>(data & 0xFFFFFFFFU)
-                if index >= self.capacity:
-                    continue
-                slot = &self.slots[index]
-                if slot.fd < 0 or slot.gen != <uint32_t>(data >> 32):
-                    continue  # an old socket's event: its exchange is already reported
-                self._advance(index, self.events[i].events, now)
+                index = slot_of_event(&self.table, events[i].data.u64)
+                if index < 0:
+                    continue  # the eventfd, or an old socket's event (already reported)
+                self._advance(index, events[i].events, now)
             if n < MAX_EVENTS:
                 return 0
 
     cdef int _advance(self, int index, uint32_t mask, double now) except -1:
         """Move one exchange on as far as its socket allows."""
         cdef Slot *slot = &self.slots[index]
-        cdef int fd = slot.fd
+        cdef int fd = slot.head.fd
         cdef int err = 0
         cdef socklen_t size
         cdef ssize_t n
