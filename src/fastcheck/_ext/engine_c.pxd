@@ -3,11 +3,12 @@
 structs and ``cdef inline`` functions each module compiles in (so a call never crosses
 modules); the C counterpart of ``engine_py.BatchedEngine``.
 
-Owns: the ``Poller`` (epoll instance, the eventfd that makes it readable for results
+Owns: the ``EngineCore`` an engine holds: the ``Poller`` (epoll instance, the eventfd that makes it readable for results
 produced outside it, the event buffer, the epoll_wait loop); the ``SlotTable`` (slots that
 start with a ``SlotHead``: descriptor, generation, free-list link; grown by doubling up to
 the window, with the deadline heap's room alongside; the ``generation << 32 | slot`` tag of
-an epoll registration and its check); the ``Ring`` of requests waiting for a slot.
+an epoll registration and its check); the ``Ring`` of requests waiting for a slot; and the deadline heap (``deadlines_c.pxd``) with
+the start counter that orders equal deadlines.
 Must not: read a clock, know what a slot or a request holds beyond its ``SlotHead``, or
 raise except ``MemoryError`` on growth and ``OSError`` from the kernel.
 """
@@ -19,11 +20,14 @@ from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close, read, write
 
-from fastcheck._ext.deadlines_c cimport DeadlineHeap, heap_remove, heap_reserve
+from fastcheck._ext.deadlines_c cimport (
+    DeadlineHeap, heap_free, heap_push, heap_remove, heap_reserve,
+)
 from fastcheck._ext.includes_c cimport (
     EFD_CLOEXEC, EFD_NONBLOCK, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLLIN, epoll_create1, epoll_ctl,
     epoll_event, epoll_wait, eventfd,
 )
+from fastcheck._ext.sockopts_c cimport check_integer
 
 
 cdef enum:
@@ -266,3 +270,75 @@ cdef inline void ring_free(Ring *q) noexcept:
     PyMem_Free(q.items)
     q.items = NULL
     q.head = q.len = q.cap = 0
+
+
+# --- all of it: what an engine holds ---------------------------------------------------------
+
+cdef struct EngineCore:    # core_init before anything else
+    Poller poller         # epoll + eventfd
+    SlotTable table       # the window: slots in flight and free
+    DeadlineHeap deadlines  # slots in flight by (deadline, start order)
+    uint64_t seq          # starts so far: FIFO among equal deadlines
+    Ring queue            # requests waiting for a slot
+
+
+cdef inline void core_init(EngineCore *c, size_t slot_size) noexcept nogil:
+    memset(c, 0, sizeof(EngineCore))
+    poller_init(&c.poller)
+    slots_init(&c.table, slot_size)
+
+
+cdef inline int core_open(EngineCore *c, object max_in_flight) except -1:
+    """Check ``max_in_flight`` and open the poller."""
+    c.table.window = <int>check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
+    return poller_open(&c.poller)
+
+
+cdef inline void core_close(EngineCore *c) noexcept nogil:
+    """Forget the slots in flight (their sockets are the engine's to close first) and the
+    queue (the engine releases what its requests own first); close the descriptors."""
+    c.table.active = 0
+    c.deadlines.len = 0
+    c.queue.len = 0
+    poller_close(&c.poller)
+
+
+cdef inline void core_free(EngineCore *c) noexcept:
+    poller_free(&c.poller)
+    slots_free(&c.table)
+    heap_free(&c.deadlines)
+    ring_free(&c.queue)
+
+
+cdef inline bint core_full(const EngineCore *c) noexcept nogil:
+    """No free slot in the window: a new request waits in the queue."""
+    return c.table.active >= c.table.window
+
+
+cdef inline bint core_can_start(const EngineCore *c) noexcept nogil:
+    """A queued request and a free slot in the window for it."""
+    return c.queue.len > 0 and c.table.active < c.table.window
+
+
+cdef inline int core_next_slot(EngineCore *c) except -1:
+    """The slot the next start takes (growing the table when none is free; the engine must
+    re-read ``c.table.items`` then)."""
+    if c.table.free_head < 0:
+        slots_grow(&c.table, &c.deadlines)
+    return c.table.free_head
+
+
+cdef inline int core_track(EngineCore *c, int fd, double deadline) noexcept nogil:
+    """Give the slot ``core_next_slot`` named to ``fd`` until ``deadline``; its index."""
+    cdef int index = c.table.free_head
+    slots_claim(&c.table, fd)
+    heap_push(&c.deadlines, index, deadline, c.seq)
+    c.seq += 1
+    return index
+
+
+cdef inline object core_next_deadline(const EngineCore *c):
+    """The earliest deadline in flight, or None."""
+    if c.deadlines.len == 0:
+        return None
+    return c.deadlines.items[0].at

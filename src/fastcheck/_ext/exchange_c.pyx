@@ -27,16 +27,15 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.errno cimport EAGAIN, EINTR, EIO, ETIMEDOUT, errno
-from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t
 from libc.string cimport memcpy
 from posix.unistd cimport close
 
-from fastcheck._ext.deadlines_c cimport DeadlineHeap, heap_free, heap_push
 from fastcheck._ext.engine_c cimport (
-    MAX_EVENTS, MAX_WINDOW, Poller, Ring, SlotHead, SlotTable, poller_close, poller_drain,
-    poller_free, poller_init, poller_open, poller_signal, poller_wait, ring_at, ring_free,
-    ring_pop, ring_push, slot_of_event, slot_tag, slots_claim, slots_free, slots_grow,
-    slots_init, slots_release,
+    MAX_EVENTS, EngineCore, SlotHead, core_can_start, core_close, core_free, core_full,
+    core_init, core_next_deadline, core_next_slot, core_open, core_track, poller_drain,
+    poller_signal, poller_wait, ring_at, ring_pop, ring_push, slot_of_event, slot_tag,
+    slots_release,
 )
 from fastcheck._ext.sockopts_c cimport (
     SockAddr, SockOpts, check_integer, check_seconds, close_with_reset, open_connect,
@@ -85,60 +84,51 @@ cdef struct Slot:          # an exchange in flight (head.fd >= 0) or a free slot
 cdef class ExchangeEngine:
     """Batched non-blocking TCP request/response exchanges over one epoll (see module doc)."""
 
-    cdef Poller poller       # epoll + eventfd
+    cdef EngineCore core     # epoll + eventfd, slot table, deadline heap, queue of Requests
+    cdef Slot *slots         # core.table.items, typed
     cdef bint closed
-    cdef SlotTable table     # the window: slots in flight and free
-    cdef Slot *slots         # table.items, typed
-    cdef DeadlineHeap deadlines  # slots in flight by (deadline, start order)
-    cdef uint64_t seq
-    cdef Ring queue          # Requests waiting for a slot
     cdef char *rbuf          # the shared receive buffer, READ_SIZE bytes
     cdef list results
 
     def __cinit__(self, *args, **kwargs):
-        poller_init(&self.poller)
-        slots_init(&self.table, sizeof(Slot))
+        core_init(&self.core, sizeof(Slot))
         self.closed = True
 
     def __init__(self, max_in_flight: int = 4096) -> None:
-        if self.poller.events != NULL:
+        if self.core.poller.events != NULL:
             raise RuntimeError("ExchangeEngine.__init__ called twice")
-        self.table.window = <int>check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
         self.results = []
         self.rbuf = <char *>PyMem_Malloc(READ_SIZE)
         if self.rbuf == NULL:
             raise MemoryError()
-        poller_open(&self.poller)
+        core_open(&self.core, max_in_flight)
         self.closed = False
 
     def __dealloc__(self):
         self._release()
-        poller_free(&self.poller)
+        core_free(&self.core)
         PyMem_Free(self.rbuf)
-        slots_free(&self.table)
-        heap_free(&self.deadlines)
-        ring_free(&self.queue)
 
     # --- public API ----------------------------------------------------------------------
 
     def fileno(self) -> int:
         """The engine's epoll descriptor: readable when ``poll`` may have results."""
         self._check_open()
-        return self.poller.epfd
+        return self.core.poller.epfd
 
     @property
     def max_in_flight(self) -> int:
-        return self.table.window
+        return self.core.table.window
 
     @property
     def in_flight(self) -> int:
         """Exchanges started and not yet finished."""
-        return self.table.active
+        return self.core.table.active
 
     @property
     def queued(self) -> int:
         """Exchanges waiting for a free slot in the window."""
-        return self.queue.len
+        return self.core.queue.len
 
     def submit(self, token, address, port, payload, double timeout_s, double now,
                max_bytes=MAX_READ, feed=None, bind_address=None, bind_port=None,
@@ -163,17 +153,17 @@ cdef class ExchangeEngine:
         Py_INCREF(payload)          # the request owns them from here on
         if feed is not None:
             Py_INCREF(feed)
-        if self.table.active >= self.table.window:
+        if core_full(&self.core):
             try:
-                ring_push(&self.queue, r, sizeof(Request))
+                ring_push(&self.core.queue, r, sizeof(Request))
             except MemoryError:
                 Py_XDECREF(r.payload)
                 Py_XDECREF(r.feed)
                 raise
             return
         self._start(r, now)
-        if self.results and not self.poller.signalled:
-            poller_signal(&self.poller)
+        if self.results and not self.core.poller.signalled:
+            poller_signal(&self.core.poller)
 
     def poll(self, double now) -> list:
         """Exchanges finished since the last poll, as ``(token, errno, latency_s, stage,
@@ -183,18 +173,16 @@ cdef class ExchangeEngine:
         check_seconds(now, "now", False)
         self._collect(now)
         self._expire(now)
-        while self.queue.len and self.table.active < self.table.window:
-            self._start(<Request *>ring_pop(&self.queue, sizeof(Request)), now)
-        poller_drain(&self.poller)
+        while core_can_start(&self.core):
+            self._start(<Request *>ring_pop(&self.core.queue, sizeof(Request)), now)
+        poller_drain(&self.core.poller)
         results = self.results
         self.results = []
         return results
 
     def next_deadline(self) -> float | None:
         """The earliest deadline among exchanges in flight, or None when none is."""
-        if self.deadlines.len == 0:
-            return None
-        return self.deadlines.items[0].at
+        return core_next_deadline(&self.core)
 
     def close(self) -> None:
         """Reset every exchange in flight, drop the queue, release the descriptors.
@@ -228,21 +216,18 @@ cdef class ExchangeEngine:
         cdef int i
         cdef Py_ssize_t k
         cdef Request *r
-        for i in range(self.table.capacity):
+        for i in range(self.core.table.capacity):
             if self.slots[i].head.fd >= 0:
                 close_with_reset(self.slots[i].head.fd)
                 self.slots[i].head.fd = -1
                 self._drop_objects(&self.slots[i])
-        self.table.active = 0
-        self.deadlines.len = 0
-        for k in range(self.queue.len):
-            r = <Request *>ring_at(&self.queue, k, sizeof(Request))
+        for k in range(self.core.queue.len):
+            r = <Request *>ring_at(&self.core.queue, k, sizeof(Request))
             Py_XDECREF(r.payload)
             Py_XDECREF(r.feed)
-        self.queue.len = 0
+        core_close(&self.core)
         if self.results is not None:
             del self.results[:]
-        poller_close(&self.poller)
         self.closed = True
 
     cdef int _start(self, Request *r, double now) except -1:
@@ -251,24 +236,22 @@ cdef class ExchangeEngine:
         cdef int fd, err, index
         cdef Slot *slot
         cdef epoll_event ev
-        if self.table.free_head < 0:
-            try:
-                slots_grow(&self.table, &self.deadlines)
-            except MemoryError:
-                Py_XDECREF(r.payload)
-                Py_XDECREF(r.feed)
-                raise
-            self.slots = <Slot *>self.table.items
+        try:
+            index = core_next_slot(&self.core)
+        except MemoryError:
+            Py_XDECREF(r.payload)
+            Py_XDECREF(r.feed)
+            raise
+        self.slots = <Slot *>self.core.table.items
         err = open_connect(&r.addr, r.addrlen, &r.opts, &fd)
         if fd >= 0:  # connected, or connecting
-            index = self.table.free_head
             ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
-            ev.data.u64 = slot_tag(&self.table, index)
-            if epoll_ctl(self.poller.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+            ev.data.u64 = slot_tag(&self.core.table, index)
+            if epoll_ctl(self.core.poller.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
                 err = errno
                 close(fd)
             else:
-                slots_claim(&self.table, fd)
+                core_track(&self.core, fd, now + r.timeout)
                 slot = &self.slots[index]
                 slot.stage = STAGE_CONNECTING
                 slot.token = r.token
@@ -280,8 +263,6 @@ cdef class ExchangeEngine:
                 slot.buf = NULL
                 slot.buf_len = 0
                 slot.buf_cap = 0
-                heap_push(&self.deadlines, index, now + r.timeout, self.seq)
-                self.seq += 1
                 return 0
         Py_XDECREF(r.payload)
         Py_XDECREF(r.feed)
@@ -299,17 +280,17 @@ cdef class ExchangeEngine:
             data = b""
         self.results.append((slot.token, err, now - slot.start, slot.stage, data))
         self._drop_objects(slot)
-        slots_release(&self.table, &self.deadlines, index)
+        slots_release(&self.core.table, &self.core.deadlines, index)
         return 0
 
     cdef int _collect(self, double now) except -1:
         """Move on every exchange epoll has news for."""
         cdef int n, i, index
-        cdef epoll_event *events = self.poller.events
+        cdef epoll_event *events = self.core.poller.events
         while True:
-            n = poller_wait(&self.poller)
+            n = poller_wait(&self.core.poller)
             for i in range(n):
-                index = slot_of_event(&self.table, events[i].data.u64)
+                index = slot_of_event(&self.core.table, events[i].data.u64)
                 if index < 0:
                     continue  # the eventfd, or an old socket's event (already reported)
                 self._advance(index, events[i].events, now)
@@ -396,9 +377,9 @@ cdef class ExchangeEngine:
     cdef int _expire(self, double now) except -1:
         """Report ETIMEDOUT for every exchange whose deadline is at or before ``now``."""
         cdef int index
-        while self.deadlines.len:
-            if self.deadlines.items[0].at > now:
+        while self.core.deadlines.len:
+            if self.core.deadlines.items[0].at > now:
                 return 0
-            index = self.deadlines.items[0].slot
+            index = self.core.deadlines.items[0].slot
             self._finish(index, ETIMEDOUT, now)
         return 0

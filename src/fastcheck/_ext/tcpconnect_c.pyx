@@ -20,14 +20,13 @@ socket's answer. A pure ``EPOLLOUT`` means connected (no ``getsockopt`` needed);
 """
 
 from libc.errno cimport EINPROGRESS, ETIMEDOUT, errno
-from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t
 from posix.unistd cimport close
 
-from fastcheck._ext.deadlines_c cimport DeadlineHeap, heap_free, heap_push
 from fastcheck._ext.engine_c cimport (
-    MAX_EVENTS, MAX_WINDOW, Poller, Ring, SlotHead, SlotTable, poller_drain, poller_free, poller_close,
-    poller_init, poller_open, poller_signal, poller_wait, ring_free, ring_pop, ring_push,
-    slot_of_event, slot_tag, slots_claim, slots_free, slots_grow, slots_init, slots_release,
+    MAX_EVENTS, EngineCore, SlotHead, core_can_start, core_close, core_free, core_full,
+    core_init, core_next_deadline, core_next_slot, core_open, core_track, poller_drain,
+    poller_signal, poller_wait, ring_pop, ring_push, slot_of_event, slot_tag, slots_release,
 )
 from fastcheck._ext.sockopts_c cimport (
     SockAddr, SockOpts, check_integer, check_seconds, close_with_reset, open_connect,
@@ -54,55 +53,46 @@ cdef struct Slot:          # a check in flight (head.fd >= 0) or a free slot (he
 cdef class TcpConnectEngine:
     """Batched non-blocking TCP connect checks over one epoll instance (see module doc)."""
 
-    cdef Poller poller       # epoll + eventfd
+    cdef EngineCore core     # epoll + eventfd, slot table, deadline heap, queue of Requests
+    cdef Slot *slots         # core.table.items, typed
     cdef bint closed
-    cdef SlotTable table     # the window: slots in flight and free
-    cdef Slot *slots         # table.items, typed
-    cdef DeadlineHeap deadlines  # slots in flight by (deadline, start order)
-    cdef uint64_t seq
-    cdef Ring queue          # Requests waiting for a slot
     cdef list results
 
     def __cinit__(self, *args, **kwargs):
-        poller_init(&self.poller)
-        slots_init(&self.table, sizeof(Slot))
+        core_init(&self.core, sizeof(Slot))
         self.closed = True
 
     def __init__(self, max_in_flight: int = 4096) -> None:
-        if self.poller.events != NULL:
+        if self.core.poller.events != NULL:
             raise RuntimeError("TcpConnectEngine.__init__ called twice")
-        self.table.window = <int>check_integer(max_in_flight, "max_in_flight", 1, MAX_WINDOW)
         self.results = []
-        poller_open(&self.poller)
+        core_open(&self.core, max_in_flight)
         self.closed = False
 
     def __dealloc__(self):
         self._release()
-        poller_free(&self.poller)
-        slots_free(&self.table)
-        heap_free(&self.deadlines)
-        ring_free(&self.queue)
+        core_free(&self.core)
 
     # --- public API ----------------------------------------------------------------------
 
     def fileno(self) -> int:
         """The engine's epoll descriptor: readable when ``poll`` has results to return."""
         self._check_open()
-        return self.poller.epfd
+        return self.core.poller.epfd
 
     @property
     def max_in_flight(self) -> int:
-        return self.table.window
+        return self.core.table.window
 
     @property
     def in_flight(self) -> int:
         """Checks with a connect in progress."""
-        return self.table.active
+        return self.core.table.active
 
     @property
     def queued(self) -> int:
         """Checks waiting for a free slot in the window."""
-        return self.queue.len
+        return self.core.queue.len
 
     def submit(self, token, address, port, double timeout_s, double now,
                bind_address=None, bind_port=None, bind_interface=None,
@@ -117,12 +107,12 @@ cdef class TcpConnectEngine:
         check_seconds(now, "now", False)
         parse_options(&r.opts, r.addr.sa.sa_family, bind_address, bind_port, bind_interface,
                       fwmark)
-        if self.table.active >= self.table.window:
-            ring_push(&self.queue, r, sizeof(Request))
+        if core_full(&self.core):
+            ring_push(&self.core.queue, r, sizeof(Request))
             return
         self._start(r, now)
-        if self.results and not self.poller.signalled:
-            poller_signal(&self.poller)
+        if self.results and not self.core.poller.signalled:
+            poller_signal(&self.core.poller)
 
     def poll(self, double now) -> list:
         """Checks finished since the last poll, as ``(token, errno, latency_s)``; never blocks."""
@@ -131,18 +121,16 @@ cdef class TcpConnectEngine:
         check_seconds(now, "now", False)
         self._collect(now)
         self._expire(now)
-        while self.queue.len and self.table.active < self.table.window:
-            self._start(<Request *>ring_pop(&self.queue, sizeof(Request)), now)
-        poller_drain(&self.poller)
+        while core_can_start(&self.core):
+            self._start(<Request *>ring_pop(&self.core.queue, sizeof(Request)), now)
+        poller_drain(&self.core.poller)
         results = self.results
         self.results = []
         return results
 
     def next_deadline(self) -> float | None:
         """The earliest deadline among checks in flight, or None when none is in flight."""
-        if self.deadlines.len == 0:
-            return None
-        return self.deadlines.items[0].at
+        return core_next_deadline(&self.core)
 
     def close(self) -> None:
         """Reset every check in flight, drop the queue, release the descriptors. Idempotent."""
@@ -163,16 +151,13 @@ cdef class TcpConnectEngine:
 
     cdef void _release(self) noexcept:
         cdef int i
-        for i in range(self.table.capacity):
+        for i in range(self.core.table.capacity):
             if self.slots[i].head.fd >= 0:
                 close_with_reset(self.slots[i].head.fd)
                 self.slots[i].head.fd = -1
-        self.table.active = 0
-        self.deadlines.len = 0
-        self.queue.len = 0
+        core_close(&self.core)
         if self.results is not None:
             del self.results[:]
-        poller_close(&self.poller)
         self.closed = True
 
     cdef int _start(self, const Request *r, double now) except -1:
@@ -180,23 +165,19 @@ cdef class TcpConnectEngine:
         cdef int fd, err, index
         cdef Slot *slot
         cdef epoll_event ev
-        if self.table.free_head < 0:
-            slots_grow(&self.table, &self.deadlines)
-            self.slots = <Slot *>self.table.items
+        index = core_next_slot(&self.core)
+        self.slots = <Slot *>self.core.table.items
         err = open_connect(&r.addr, r.addrlen, &r.opts, &fd)
         if err == EINPROGRESS:
-            index = self.table.free_head
             ev.events = EPOLLOUT | EPOLLONESHOT
-            ev.data.u64 = slot_tag(&self.table, index)
-            if epoll_ctl(self.poller.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+            ev.data.u64 = slot_tag(&self.core.table, index)
+            if epoll_ctl(self.core.poller.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
                 err = errno
             else:
-                slots_claim(&self.table, fd)
+                core_track(&self.core, fd, now + r.timeout)
                 slot = &self.slots[index]
                 slot.token = r.token
                 slot.start = now
-                heap_push(&self.deadlines, index, now + r.timeout, self.seq)
-                self.seq += 1
                 return 0
         if err == 0:  # connected at once
             close_with_reset(fd)
@@ -211,12 +192,12 @@ cdef class TcpConnectEngine:
         cdef int err
         cdef socklen_t size
         cdef Slot *slot
-        cdef epoll_event *events = self.poller.events
+        cdef epoll_event *events = self.core.poller.events
         cdef list results = self.results
         while True:
-            n = poller_wait(&self.poller)
+            n = poller_wait(&self.core.poller)
             for i in range(n):
-                index = slot_of_event(&self.table, events[i].data.u64)
+                index = slot_of_event(&self.core.table, events[i].data.u64)
                 if index < 0:
                     continue  # the eventfd, or an old socket's event (already reported)
                 slot = &self.slots[index]
@@ -231,7 +212,7 @@ cdef class TcpConnectEngine:
                 else:
                     close(fd)
                 results.append((slot.token, err, now - slot.start))
-                slots_release(&self.table, &self.deadlines, index)
+                slots_release(&self.core.table, &self.core.deadlines, index)
             if n < MAX_EVENTS:
                 return 0
 
@@ -240,14 +221,14 @@ cdef class TcpConnectEngine:
         cdef int index
         cdef Slot *slot
         cdef list results = self.results
-        while self.deadlines.len:
-            if self.deadlines.items[0].at > now:
+        while self.core.deadlines.len:
+            if self.core.deadlines.items[0].at > now:
                 return 0
-            index = self.deadlines.items[0].slot
+            index = self.core.deadlines.items[0].slot
             slot = &self.slots[index]
             # Unregister first: a descriptor shared with a forked child would stay armed.
-            epoll_ctl(self.poller.epfd, EPOLL_CTL_DEL, slot.head.fd, NULL)
+            epoll_ctl(self.core.poller.epfd, EPOLL_CTL_DEL, slot.head.fd, NULL)
             close_with_reset(slot.head.fd)
             results.append((slot.token, ETIMEDOUT, now - slot.start))
-            slots_release(&self.table, &self.deadlines, index)
+            slots_release(&self.core.table, &self.core.deadlines, index)
         return 0
