@@ -5,7 +5,8 @@ Owns: ``BatchedEngine``, a base class holding the epoll instance and the eventfd
 it readable for results produced outside it, the bounded in-flight window, the FIFO queue
 of requests waiting for a slot, the deadline groups, the results gathered for the next
 ``poll``, and what every engine does the same way: ``fileno``, the window properties, the
-steps of ``poll``, ``next_deadline``, ``close`` and the context-manager protocol.
+steps of ``poll``, ``next_deadline``, ``close`` and the context-manager protocol; reading a
+failed connect's errno (``connect_error``).
 Must not: read a clock, block, open a check's socket or know what a check does: subclasses
 provide ``_start(request, now)``, ``_collect(now)``, ``_expire(now)`` and
 ``_socket_of(check)``, and keep ``_checks`` as ``{fd: check}``.
@@ -24,12 +25,23 @@ from typing import Any, Generic, Self, TypeVar
 from fastcheck._ext.deadlines_py import DeadlineGroups
 from fastcheck._ext.sockopts_py import MAX_WINDOW, check_integer, check_seconds, close_with_reset
 
-__all__ = ["MAX_EVENTS", "BatchedEngine"]
+__all__ = ["MAX_EVENTS", "BatchedEngine", "connect_error"]
 
 MAX_EVENTS = 512  # epoll events read by one epoll.poll call
 
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_ERROR = socket.SO_ERROR
+
 C = TypeVar("C")  # what the subclass keeps per check in flight
 R = TypeVar("R")  # a result tuple
+
+
+def connect_error(sock: socket.socket) -> int:
+    """The errno of a connect epoll reported with ``EPOLLERR``/``EPOLLHUP`` (0: none)."""
+    try:
+        return sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+    except OSError as exc:
+        return exc.errno or 0
 
 
 class BatchedEngine(Generic[C, R]):

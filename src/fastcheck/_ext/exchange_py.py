@@ -44,7 +44,7 @@ from collections.abc import Callable
 from errno import EINPROGRESS, EIO, ETIMEDOUT
 from typing import Any
 
-from fastcheck._ext.engine_py import MAX_EVENTS, BatchedEngine
+from fastcheck._ext.engine_py import MAX_EVENTS, BatchedEngine, connect_error
 from fastcheck._ext.sockopts_py import (
     CONNECT_SOCK_TYPE,
     TOKEN_MAX,
@@ -65,8 +65,6 @@ CONNECTED = 1
 MAX_READ = 65536  # bytes asked of one recv
 MAX_BYTES_LIMIT = (1 << 62)  # max_bytes upper bound (any larger value is a mistake)
 
-_SOL_SOCKET = socket.SOL_SOCKET
-_SO_ERROR = socket.SO_ERROR
 _EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 _READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP
 _FAILED = select.EPOLLERR | select.EPOLLHUP
@@ -194,10 +192,7 @@ class ExchangeEngine(BatchedEngine[_Exchange, Result]):
         sock = check.sock
         if check.stage == CONNECTING:
             if mask & _FAILED:
-                try:
-                    err = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
-                except OSError as exc:
-                    err = exc.errno or 0
+                err = connect_error(sock)
                 if err:
                     self._finish(fd, check, err, now)
                     return

@@ -42,7 +42,7 @@ import socket
 from errno import EINPROGRESS, ETIMEDOUT
 from typing import Any
 
-from fastcheck._ext.engine_py import MAX_EVENTS, BatchedEngine
+from fastcheck._ext.engine_py import MAX_EVENTS, BatchedEngine, connect_error
 from fastcheck._ext.sockopts_py import (
     CONNECT_SOCK_TYPE,
     RESET_ON_CLOSE,
@@ -60,7 +60,6 @@ from fastcheck._ext.sockopts_py import configure_socket as _configure  # a seam 
 __all__ = ["TcpConnectEngine"]
 
 _SOL_SOCKET = socket.SOL_SOCKET
-_SO_ERROR = socket.SO_ERROR
 _SO_LINGER = socket.SO_LINGER
 _EPOLLOUT_ONESHOT = select.EPOLLOUT | select.EPOLLONESHOT
 _FAILED = select.EPOLLERR | select.EPOLLHUP
@@ -153,10 +152,7 @@ class TcpConnectEngine(BatchedEngine[_Check, tuple[int, int, float]]):
                 sock, token, start, timeout, _ = check
                 deadlines.remove(fd, timeout)
                 if mask & _FAILED:
-                    try:
-                        err = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
-                    except OSError as exc:
-                        err = exc.errno or 0
+                    err = connect_error(sock)
                     if err:
                         sock.close()
                         append((token, err, now - start))
