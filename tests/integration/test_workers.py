@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_daemon import UpIfLastOk  # the daemon tests' health double
 
 from fastcheck.config.loader import load_file, load_text
 from fastcheck.daemon.app import Options, Runtime
@@ -41,10 +42,8 @@ from fastcheck.daemon.workerwire import (
     shard_of,
     split_plan,
 )
-from fastcheck.diff import ConfigDiff
 from fastcheck.ipvs.memory import MemoryBackend
-from fastcheck.ipvs.table import ServiceKey, Table, desired_table
-from fastcheck.model import Config, RsKey
+from fastcheck.model import Config
 from fastcheck.probeplan import ProbePlan, diff_plans, plan_probes
 from fastcheck.probes.result import Failure, ProbeResult
 from fastcheck.probes.runner import checks_by_probe
@@ -428,55 +427,6 @@ def test_workers_die_with_a_killed_daemon(servers):
 
 
 # ------------------------------------------------------------------------ the daemon
-
-
-class UpIfLastOk:
-    """Health double: a real server is up iff its last result was ok (up before any)."""
-
-    def __init__(self, config: Config, plan: ProbePlan, up: dict[RsKey, bool] | None = None):
-        self.config, self.plan = config, plan
-        self.up = up or {}
-
-    @classmethod
-    def carry(cls, old: UpIfLastOk, config: Config, plan: ProbePlan,
-              config_diff: ConfigDiff) -> UpIfLastOk:
-        return cls(config, plan, {rs: ok for rs, ok in old.up.items()
-                                  if rs in set(config_diff.rs_kept)})
-
-    def on_result(self, now: float, probe_id: int, result: ProbeResult) -> list[Any]:
-        for owner in self.plan.probes[probe_id].owners:
-            self.up[owner.rs] = result.ok
-        return []
-
-    def live_table(self) -> Table:
-        table = desired_table(self.config)
-        for service in table.values():
-            for dest in list(service.destinations):
-                assert service.owner is not None
-                if not self.up.get(RsKey(service.owner, dest.address, dest.port), True):
-                    del service.destinations[dest]
-        return table
-
-    def changed_services(self) -> set[ServiceKey]:
-        return set(desired_table(self.config))
-
-    def snapshot(self) -> dict[str, Any]:
-        return {}
-
-    def on_tick(self, now: float) -> list[Any]:
-        return []
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def startup_events(self) -> list[Any]:
-        return []
-
-    def settle(self) -> list[Any]:
-        return []
-
-    def shutdown(self) -> list[Any]:
-        return []
 
 
 def test_runtime_runs_end_to_end_on_two_workers(run, servers, tmp_path):
