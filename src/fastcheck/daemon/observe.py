@@ -71,14 +71,8 @@ class Observers:
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
         self._observers = list(observers)
 
-    def __iter__(self) -> Any:
-        return iter(list(self._observers))
-
     def __len__(self) -> int:
         return len(self._observers)
-
-    def add(self, observer: Observer) -> None:
-        self._observers.append(observer)
 
     def _call(self, hook: str, *args: Any) -> None:
         for observer in list(self._observers):
