@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
-import os
 import random
 import signal
 import socket
@@ -31,6 +29,7 @@ import sys
 from typing import Any
 
 from fastcheck.daemon.engine import LocalEngine, implementations
+from fastcheck.daemon.lineage import die_with_parent
 from fastcheck.daemon.workerwire import Channel, Frame, ProbeSpec, ResultBuffer, Shard
 from fastcheck.probes.result import ProbeResult
 from fastcheck.scheduler import LagHistogram
@@ -39,19 +38,6 @@ log = logging.getLogger("fastcheck")
 
 FLUSH_S = 0.002
 FLUSH_RESULTS = 1024
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> None:
-    """SIGKILL this process when the thread that forked it exits (Linux); and if the
-    parent is already gone, exit now."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux: EOF still ends us
-        pass
-    if os.getppid() != parent:
-        raise SystemExit(0)
 
 
 def histogram_state(histogram: LagHistogram) -> tuple[list[int], int, float, float]:
