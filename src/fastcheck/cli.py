@@ -65,6 +65,30 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _auto_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`auto` → None (the daemon's own default), anything else through `convert`."""
+    def auto_or(text: str) -> Any:
+        return None if text == "auto" else convert(text)
+    return auto_or
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """A byte count: 1073741824, 512M, 2G (binary units; a trailing B or iB is allowed)."""
+    body = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = body[-1:] if body[-1:] in _SIZE_UNITS and body[-1:] else ""
+    number = body[:-1] if unit else body
+    try:
+        value = float(number) * _SIZE_UNITS[unit]
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 2G, 512M)") from None
+    if not 64 << 20 <= value <= 1 << 50:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least 64M")
+    return int(value)
+
+
 def _at_least(low: float, kind: type) -> Callable[[str], Any]:
     def convert(text: str) -> Any:
         try:
@@ -160,6 +184,15 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--reload-attempts", type=int, default=10, metavar="N",
                      help="attempts at removing vanished entries on reload before stopping "
                           "with exit status 2 (default 10)")
+    run.add_argument("--reload-timeout", type=_auto_or(_at_least(0.1, float)), default=None,
+                     metavar="S|auto",
+                     help="abandon reading a reload's file after S seconds and keep the "
+                          "configuration in force (default auto: 15 s, or 5 s per 10,000 "
+                          "real servers in force if more)")
+    run.add_argument("--reload-memory-limit", type=_auto_or(_size), default=None,
+                     metavar="SIZE|auto",
+                     help="address space a reload's file may take to read, e.g. 2G or 512M "
+                          "(default auto: 1 GiB plus 32 KiB per real server in force)")
     extensions = run.add_argument_group(
         "fastcheck extensions (off by default: stock configurations behave as under keepalived)")
     extensions.add_argument("--rise", type=_at_least(1, int), default=1, metavar="N",
@@ -384,6 +417,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
             config_path=args.file, config_id=args.config_id, dry_run=args.dry_run,
             release_on_stop=not args.dont_release_ipvs,
             repair_interval_s=args.repair_interval, reload_attempts=args.reload_attempts,
+            reload_timeout_s=args.reload_timeout, reload_memory_bytes=args.reload_memory_limit,
             data_path=args.dump_file, json_path=args.dump_json)
         try:
             return run_daemon(options, backend, config, factory, carry,

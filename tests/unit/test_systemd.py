@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from fastcheck.daemon.app import Options
+from fastcheck.daemon.app import Options, ReloadFailure
 from fastcheck.daemon.engine import EngineStats
 from fastcheck.daemon.pace import DEFAULT_STALL_S, PaceJudge
 from fastcheck.daemon.systemd import (
@@ -213,9 +213,11 @@ def test_protocol_over_a_run(fake_systemd: FakeSystemd) -> None:
     finished, = fake_systemd.messages()
     assert finished["READY"] == "1" and finished["STATUS"].startswith("3/4 real servers up")
     obs.reload_started(runtime)
+    runtime.last_reload_failure = ReloadFailure("timeout", "reading took longer than 15 s")
     obs.reload_finished(runtime, False, 0.1)
     refused = fake_systemd.messages()[-1]
-    assert refused["READY"] == "1" and refused["STATUS"].startswith("reload failed")
+    assert refused["READY"] == "1"
+    assert refused["STATUS"].startswith("reload failed: reading took longer than 15 s; 3/4 ")
 
     assert runtime.loop.timers  # the watchdog / status timer is armed
     obs.stopping(runtime)

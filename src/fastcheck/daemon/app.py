@@ -18,13 +18,12 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fastcheck.config.loader import load_file
 from fastcheck.diff import ConfigDiff
-from fastcheck.errors import ConfigError, FastcheckError
+from fastcheck.errors import FastcheckError
 from fastcheck.health.events import CheckerUp
 from fastcheck.ipvs.backend import IpvsBackend, OpFailure
 from fastcheck.ipvs.ops import DestinationOp, LocalAddressOp, Op, ServiceOp
@@ -46,7 +45,8 @@ from .log import (
 )
 from .notify import Notifier
 from .observe import Observer, Observers
-from .reload import prepare, remove_with_retries, split_removals
+from .reader import ReadFailure, ReadLimits, ReadResult, default_limits, one_line, read_config
+from .reload import ReloadPlan, prepare, remove_with_retries, split_removals
 
 log = logging.getLogger("fastcheck")
 
@@ -110,6 +110,9 @@ def local_engine(loop: asyncio.AbstractEventLoop, plan: ProbePlan, config: Confi
                        bootstrap_s=options.scheduler_bootstrap_s)
 
 
+# reader(path, config_id, limits) → the new configuration, read off the event loop.
+ConfigReader = Callable[[str, str | None, ReadLimits], Awaitable[ReadResult]]
+
 # factory(config, plan) → the health of a fresh start (e.g. HealthState).
 HealthFactory = Callable[[Config, ProbePlan], Health]
 # carry(old, new_config, new_plan, config_diff) → the health after a reload (carry_over).
@@ -124,6 +127,8 @@ class Options:
     release_on_stop: bool = True  # False: --dont-release-ipvs
     repair_interval_s: float = 5.0
     reload_attempts: int = 10
+    reload_timeout_s: float | None = None  # None: reader.default_limits from the size
+    reload_memory_bytes: int | None = None  # of the configuration in force
     stop_timeout_s: float = 10.0
     data_path: str = dump.DEFAULT_DATA_PATH
     json_path: str = dump.DEFAULT_JSON_PATH
@@ -168,7 +173,8 @@ class Runtime:
                  loop: asyncio.AbstractEventLoop | None = None,
                  rng: random.Random | None = None,
                  engine_factory: EngineFactory | None = None,
-                 observers: Iterable[Observer] = ()) -> None:
+                 observers: Iterable[Observer] = (),
+                 config_reader: ConfigReader = read_config) -> None:
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.options = options
         self.config = config
@@ -193,6 +199,9 @@ class Runtime:
         self._stopping = False
         self._wake = asyncio.Event()
         self._want_reload = False
+        self._reader = config_reader
+        self._read_task: asyncio.Task[ReadResult] | None = None
+        self.last_reload_failure: ReloadFailure | None = None
         self._want_dump = False
         self._stop_requested = False
         # lvs_notify_fifo: read once the model has the field (config/ ignores it today).
@@ -212,6 +221,8 @@ class Runtime:
 
     def request_stop(self) -> None:
         self._stop_requested = True
+        if self._read_task is not None:
+            self._read_task.cancel()  # a reload still reading its file is abandoned
         self._wake.set()
 
     def fatal(self, message: str) -> None:
@@ -232,6 +243,7 @@ class Runtime:
             raise
         self.observers.started(self)
         repair = self.loop.create_task(self._repair_loop())
+        reloading: asyncio.Task[bool] | None = None
         try:
             while not self._stop_requested:
                 await self._wake.wait()
@@ -239,14 +251,38 @@ class Runtime:
                 if self._want_dump:
                     self._want_dump = False
                     self.write_dump()
-                if self._want_reload and not self._stop_requested:
-                    self._want_reload = False
-                    if not await self.reload():
+                if reloading is not None and reloading.done():
+                    carry_on = self._reload_ended(reloading)
+                    reloading = None
+                    if not carry_on:
                         break
+                if self._want_reload and reloading is None and not self._stop_requested:
+                    # A reload runs beside this loop, so that dumps and stops are served
+                    # while it reads; SIGHUPs meanwhile make one more reload afterwards.
+                    self._want_reload = False
+                    reloading = self.loop.create_task(self.reload())
+                    reloading.add_done_callback(lambda _: self._wake.set())
         finally:
             repair.cancel()
+            if reloading is not None:  # a stop: reading is abandoned, removals give up
+                self.request_stop()
+                await asyncio.wait([reloading])
+                self._reload_ended(reloading)
             await self.stop()
         return self.exit_status
+
+    def _reload_ended(self, task: asyncio.Task[bool]) -> bool:
+        """A finished reload task's verdict: False when the daemon must stop."""
+        if task.cancelled():
+            return False
+        error = task.exception()
+        if error is None:
+            return task.result()
+        log.critical("reload: failed while switching to the new configuration: %s; "
+                     "stopping fastcheck (exit status %d)", one_line(error), EXIT_FAILED,
+                     exc_info=error)
+        self.exit_status = EXIT_FAILED
+        return False
 
     def start(self) -> None:
         """Adopts the kernel table (applies only differences) and starts probing."""
@@ -444,6 +480,7 @@ class Runtime:
     async def reload(self) -> bool:
         """SIGHUP. Returns False when the daemon must stop (removals kept failing)."""
         began = time.monotonic()
+        self.last_reload_failure = None
         self.observers.reload_started(self)
         outcome = _ReloadOutcome(carry_on=False, switched=False)
         try:
@@ -452,28 +489,52 @@ class Runtime:
         finally:
             self.observers.reload_finished(self, outcome.switched, time.monotonic() - began)
 
+    def read_limits(self) -> ReadLimits:
+        """How long and how much memory reading the new file may take."""
+        return default_limits(sum(len(vs.real_servers) for vs in self.config.virtual_servers),
+                              timeout_s=self.options.reload_timeout_s,
+                              memory_bytes=self.options.reload_memory_bytes)
+
     async def _reload(self) -> _ReloadOutcome:
+        """Reads, checks and plans the new file without changing anything; any failure up
+        to there keeps the configuration in force untouched (`_refuse`). Only then does it
+        switch (`_switch`), where a removal that keeps failing stops the daemon."""
         path = self.options.config_path
         log.info("reloading %s", path)
+        task = self.loop.create_task(self._reader(path, self.options.config_id,
+                                                  self.read_limits()))
+        self._read_task = task
         try:
-            new, diags = load_file(path, config_id=self.options.config_id)
-        except ConfigError as error:
-            for item in error.diagnostics:
-                log.error("%s", item)
-            self.counters.reload_failures += 1
-            log.error("reload: %s has %d error(s); still running the previous configuration",
-                      path, len(error.diagnostics))
+            result = await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._stop_requested or (current is not None and current.cancelling()):
+                raise
+            log.warning("reload: stopping; abandoned reading %s", path)
             return _ReloadOutcome(carry_on=True, switched=False)
-        except OSError as error:
-            self.counters.reload_failures += 1
-            log.error("reload: cannot read %s: %s; still running the previous configuration",
-                      path, error.strerror)
-            return _ReloadOutcome(carry_on=True, switched=False)
-        for item in diags.items:
+        except Exception as error:  # the reader itself broke: still nothing has changed
+            return self._refuse(ReloadFailure("crashed", f"reading failed: {one_line(error)}"),
+                                error)
+        finally:
+            self._read_task = None
+        if result.config is None:
+            for line in result.errors:
+                log.error("%s", line)
+            if result.detail:
+                log.debug("reload: %s", result.detail.rstrip())
+            failure = result.failure or ReadFailure.DIED
+            return self._refuse(ReloadFailure(failure.value, result.reason))
+        for item in result.warnings:
             log.warning("%s", item)
+        try:
+            step = self._prepare(result.config)
+        except Exception as error:
+            return self._refuse(ReloadFailure("planning",
+                                              f"planning the new configuration failed: "
+                                              f"{one_line(error)}"), error)
         self._busy = True
         try:
-            switched = await self._switch(new)
+            switched = await self._switch(step)
             return _ReloadOutcome(carry_on=switched, switched=switched)
         finally:
             self._busy = False
@@ -481,23 +542,50 @@ class Runtime:
                 self._flush_armed = True
                 self.loop.call_soon(self._flush)
 
-    async def _switch(self, new: Config) -> bool:
+    def _refuse(self, failure: ReloadFailure,
+                error: BaseException | None = None) -> _ReloadOutcome:
+        """A reload that changed nothing: the configuration in force runs on."""
+        self.counters.reload_failures += 1
+        self.last_reload_failure = failure
+        if error is not None:
+            log.debug("reload: %s", failure.reason, exc_info=error)
+        log.error("reload: %s: %s; still running the previous configuration",
+                  self.options.config_path, failure.reason)
+        return _ReloadOutcome(carry_on=True, switched=False)
+
+    def _prepare(self, new: Config) -> _Prepared:
+        """Everything the switch needs, computed before anything changes (pure: the
+        health in force, the plan and the applied table are only read)."""
         step = prepare(self.config, new, self.plan)
-        changes = step.plan_diff
-        self.engine.reload(step.plan, new, changes)
-        self.health = self._carry(self.health, new, step.plan, step.config_diff)
-        self._handle_events(self.health.settle())
+        health = self._carry(self.health, new, step.plan, step.config_diff)
+        settled = health.settle()
+        health.changed_services()  # a full reconcile follows
+        live = health.live_table()
+        removals, rest = split_removals(reconcile(live, self.applied))
+        return _Prepared(step, health, settled, live, removals, rest)
+
+    async def _switch(self, ready: _Prepared) -> bool:
+        step, new, changes = ready.step, ready.step.config, ready.step.plan_diff
+        try:
+            self.engine.reload(step.plan, new, changes)
+        except Exception as error:
+            log.critical("reload: the probe engine could not take the new configuration: "
+                         "%s; stopping fastcheck (exit status %d)", one_line(error),
+                         EXIT_FAILED, exc_info=error)
+            self.last_reload_failure = ReloadFailure("engine", one_line(error))
+            self.exit_status = EXIT_FAILED
+            return False
+        self.health = ready.health
         self.config, self.plan = new, step.plan
-        self._owned_keys = frozenset(self.health.live_table())  # = desired_table(new) keys
+        self._owned_keys = frozenset(ready.live)  # = desired_table(new) keys
+        self._handle_events(ready.settled)
         self.counters.reloads += 1
         d = step.config_diff
         log.info("reload: virtual servers +%d -%d ~%d, real servers +%d -%d, probes +%d -%d",
                  len(d.vs_added), len(d.vs_removed), len(d.vs_changed), len(d.rs_added),
                  len(d.rs_removed), len(changes.added), len(changes.removed))
 
-        self.health.changed_services()  # a full reconcile follows
-        live = self.health.live_table()
-        removals, rest = split_removals(reconcile(live, self.applied))
+        removals = ready.removals
         for op in removals:
             self._log_op(op, "reload")
         outcome = await remove_with_retries(self.backend, removals,
@@ -514,11 +602,13 @@ class Runtime:
             log.critical("reload: removing vanished IPVS entries %s %d attempt(s); "
                          "stopping fastcheck (exit status %d)", why, outcome.attempts,
                          EXIT_RELOAD_FAILED)
+            self.last_reload_failure = ReloadFailure("removal", f"removals {why} "
+                                                     f"{outcome.attempts} attempt(s)")
             self.exit_status = EXIT_RELOAD_FAILED
             return False
         for op in removals:  # keep our copy in step without a read-back
             _forget(self.applied, op)
-        self._apply(rest, live, "reload")
+        self._apply(ready.rest, ready.live, "reload")
         self._arm_tick()
         return True
 
@@ -627,6 +717,26 @@ class Runtime:
             self._log_failures(failures, "stop")
             if not failures:
                 self.applied.pop(op.service, None)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadFailure:
+    """Why the last reload did not take effect: `kind` is a short label (metrics), one of
+    the `ReadFailure` values, "planning" (refused: nothing changed), or "engine" /
+    "removal" (failed while switching: the daemon stops)."""
+
+    kind: str
+    reason: str  # one line
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    step: ReloadPlan
+    health: Health
+    settled: list[Any]
+    live: Table
+    removals: list[Op]
+    rest: list[Op]
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,6 +212,11 @@ class Metrics:
                                     "Times a removal budget tripped", registry=r)
         self.reloads = Counter("fastcheck_reloads", "Reloads (SIGHUP) by outcome", ["result"],
                                registry=r)
+        self.reload_failures = Counter("fastcheck_reload_failures",
+                                       "Reloads that did not take effect, by reason (invalid, "
+                                       "unreadable, crashed, timeout, memory, died, planning; "
+                                       "engine or removal stop the daemon)", ["reason"],
+                                       registry=r)
         self.reload_duration = Histogram("fastcheck_reload_duration_seconds",
                                          "Time a reload took", buckets=RELOAD_BUCKETS_S,
                                          registry=r)
@@ -253,8 +258,11 @@ class Metrics:
             elif isinstance(event, RemovalBudgetTripped):
                 self.budget_trips.inc()
 
-    def on_reload(self, ok: bool, duration_s: float) -> None:
+    def on_reload(self, ok: bool, duration_s: float, failure: str | None = None) -> None:
+        """`failure`: the reason label of a reload that did not take effect."""
         self.reloads.labels("ok" if ok else "failed").inc()
+        if not ok:
+            self.reload_failures.labels(failure or "unknown").inc()
         self.reload_duration.observe(duration_s)
 
     def capture(self, snapshot: dict[str, Any] | None = None) -> Scrape | None:

@@ -198,7 +198,8 @@ class StatusServer(Observer):
         self.metrics.on_events(events)
 
     def reload_finished(self, runtime: Runtime, ok: bool, duration_s: float) -> None:
-        self.metrics.on_reload(ok, duration_s)
+        failure = runtime.last_reload_failure
+        self.metrics.on_reload(ok, duration_s, failure.kind if failure is not None else None)
 
     def stopping(self, runtime: Runtime) -> None:
         self._stopping = True

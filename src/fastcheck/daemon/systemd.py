@@ -222,7 +222,9 @@ class SystemdObserver(Observer):
 
     def reload_finished(self, runtime: Runtime, ok: bool, duration_s: float) -> None:
         self.judge.stall_s = stall_limit(runtime)
-        prefix = "" if ok else "reload failed (see the log); "
+        failure = None if ok else runtime.last_reload_failure
+        prefix = "" if ok else \
+            f"reload failed: {failure.reason if failure else 'see the log'}; "
         self.notify.send("READY=1", self._status(runtime, *self._recent_figures(), prefix),
                          wait=True)
         self._last_status = runtime.loop.time()
