@@ -11,7 +11,10 @@ end to end: read the file, diff, carry health over, remove with retries, apply t
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import statistics
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import pytest
 
 from fastcheck.config.loader import load_file
 from fastcheck.daemon.app import Options, Runtime
+from fastcheck.daemon.reader import ReadLimits, ReadResult, read_config
 from fastcheck.daemon.signals import load_health
 from fastcheck.ipvs.memory import MemoryBackend
 from fastcheck.ipvs.reconcile import reconcile
@@ -116,3 +120,61 @@ def test_start_adopts_a_matching_table(benchmark, synthetic, loop):
     assert started[-1].applied == synthetic.old_table
     for daemon in started:
         daemon.engine.close()
+
+
+async def _read_in_the_loop(path: str, config_id: str | None, limits: ReadLimits) -> ReadResult:
+    """The reload read as it was before the reader process: on the event loop."""
+    config, diagnostics = load_file(path, config_id=config_id)
+    return ReadResult(config, tuple(str(item) for item in diagnostics.items))
+
+
+def test_reload_read_in_a_child_against_in_the_loop(synthetic, loop, capsys):
+    """Side by side in one run: SIGHUP → converged table with the file read in the reader
+    process (the default) and on the loop (before), and the longest the loop went without
+    running a 1 ms ticker meanwhile (what probes starting on time see)."""
+    rounds = 3
+    figures: dict[str, tuple[list[float], list[float]]] = {}
+    for name, reader in (("reader process", read_config), ("on the loop", _read_in_the_loop)):
+        took, stalls = [], []
+        for _ in range(rounds):
+            synthetic.path.write_text(synthetic.old_text)
+            backend = MemoryBackend()
+            factory, carry = load_health()
+            daemon = Runtime(synthetic.old, backend, factory, carry, synthetic.options(),
+                             loop=loop, config_reader=reader)
+            daemon.start()
+            synthetic.path.write_text(synthetic.new_text)
+
+            async def measure(daemon: Runtime = daemon) -> tuple[float, float]:
+                worst, done = 0.0, False
+
+                async def ticker() -> None:
+                    nonlocal worst
+                    last = time.perf_counter()
+                    while not done:
+                        await asyncio.sleep(0.001)
+                        now = time.perf_counter()
+                        worst, last = max(worst, now - last), now
+
+                tick = asyncio.ensure_future(ticker())
+                began = time.perf_counter()
+                assert await daemon.reload() is True
+                took = time.perf_counter() - began
+                done = True
+                await tick
+                return took, worst
+
+            reload_s, stall_s = loop.run_until_complete(measure())
+            assert backend.read() == synthetic.new_table
+            loop.run_until_complete(daemon.stop())
+            took.append(reload_s)
+            stalls.append(stall_s)
+        figures[name] = (took, stalls)
+    with capsys.disabled():
+        print(f"\nreload {VIRTUAL_SERVERS} x {REAL_SERVERS}, {rounds} rounds, load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        for name, (took, stalls) in figures.items():
+            print(f"  {name:15s} SIGHUP→converged min/median/max "
+                  f"{min(took):.2f}/{statistics.median(took):.2f}/{max(took):.2f} s; "
+                  f"longest loop stall {min(stalls) * 1000:.0f}/"
+                  f"{statistics.median(stalls) * 1000:.0f}/{max(stalls) * 1000:.0f} ms")
