@@ -252,6 +252,51 @@ def test_reload_stops_with_status_2_when_removals_keep_failing(run, tmp_path, ca
                for m in messages)
 
 
+def test_results_go_on_while_removals_are_retried(run, tmp_path, caplog):
+    """The users' patch: while vanished entries are retried, surviving services follow
+    their probes; new services wait for the removals; each failed attempt logs the patch's
+    own line."""
+    a, port_a = listener()
+    b, port_b = listener()
+    c, port_c = listener()
+    path = tmp_path / "fc.conf"
+    write_config(path, {"10.0.0.1": [port_a, port_b], "10.0.0.2": [port_c]})
+    config, _ = load_file(str(path))
+    stuck = {"yes": True}
+
+    async def scenario() -> None:
+        backend = MemoryBackend()
+        runtime = Runtime(config, backend, UpIfLastOk, UpIfLastOk.carry,
+                          options(tmp_path, path, reload_attempts=50))
+        task = asyncio.create_task(runtime.run())
+        await until(lambda: ports_of(backend.table) == {"10.0.0.1": {port_a, port_b},
+                                                        "10.0.0.2": {port_c}})
+        backend.fail(lambda op: op.verb is Verb.DELETE and getattr(op, "destination", None)
+                     is not None and op.destination.port == port_b and stuck["yes"],
+                     errno.EBUSY)
+        write_config(path, {"10.0.0.1": [port_a], "10.0.0.2": [port_c], "10.0.0.3": [port_a]})
+        runtime.request_reload()
+        await until(lambda: "have tried 2 times" in caplog.text)
+        c.close()  # a surviving server dies while the removal is retried
+        await until(lambda: ports_of(backend.table).get("10.0.0.2") == set())
+        assert "10.0.0.3" not in ports_of(backend.table)  # new services wait
+        assert port_b in ports_of(backend.table)["10.0.0.1"]  # still being retried
+        stuck["yes"] = False
+        await until(lambda: ports_of(backend.table) == {"10.0.0.1": {port_a}, "10.0.0.2": set(),
+                                                        "10.0.0.3": {port_a}})
+        runtime.request_stop()
+        assert await asyncio.wait_for(task, 8) == 0
+
+    try:
+        with caplog.at_level("INFO", logger="fastcheck"):
+            run(scenario())
+    finally:
+        a.close()
+        b.close()
+        c.close()
+    assert "clear diff services error, have tried 1 times" in caplog.text
+
+
 def test_lvs_flush_on_stop_all_flushes_everything(run, tmp_path):
     a, port_a = listener()
     path = tmp_path / "fc.conf"

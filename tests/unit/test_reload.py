@@ -82,6 +82,9 @@ def test_removal_recovers_on_second_attempt(caplog):
     assert sleeps.calls == [backoff_s(1)]
     assert any("attempt 1/10" in r.getMessage() and "EBUSY" in r.getMessage()
                for r in caplog.records)
+    # the users' patch's own words, which their alerts match on
+    assert [r.getMessage() for r in caplog.records if "clear diff" in r.getMessage()] == \
+        ["clear diff services error, have tried 1 times"]
     assert len(backend.table) == 1  # the vanished service is gone
 
 

@@ -196,6 +196,10 @@ class Runtime:
         self._pending: list[tuple[int, ProbeResult]] = []
         self._flush_armed = False
         self._busy = False  # a reload or stop is applying: results wait
+        # While a reload's removals are retried: services whose changes wait for them
+        # (those being removed from, and those not in the kernel yet), and what waited.
+        self._removing: frozenset[ServiceKey] | None = None
+        self._held: set[ServiceKey] = set()
         self._stopping = False
         self._wake = asyncio.Event()
         self._want_reload = False
@@ -353,6 +357,10 @@ class Runtime:
     def _sync(self, why: str) -> None:
         """Applies what health changed (only those services) and re-arms the health timer."""
         changed = self.health.changed_services()
+        if self._removing is not None and changed:
+            held = {key for key in changed if key in self._removing or key not in self.applied}
+            self._held |= held
+            changed -= held
         if changed:
             live = restrict(self.health.live_table(), changed)
             self._apply(reconcile(live, restrict(self.applied, changed)), live, why, changed)
@@ -453,7 +461,7 @@ class Runtime:
             return
         while True:
             await asyncio.sleep(interval)
-            if not self._busy and not self._stopping:
+            if not self._busy and self._removing is None and not self._stopping:
                 self.repair()
 
     def repair(self) -> int:
@@ -538,9 +546,13 @@ class Runtime:
             return _ReloadOutcome(carry_on=switched, switched=switched)
         finally:
             self._busy = False
-            if self._pending and not self._stopping:
-                self._flush_armed = True
-                self.loop.call_soon(self._flush)
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        """Results that waited while the runtime was busy are judged soon."""
+        if self._pending and not self._stopping and not self._flush_armed:
+            self._flush_armed = True
+            self.loop.call_soon(self._flush)
 
     def _refuse(self, failure: ReloadFailure,
                 error: BaseException | None = None) -> _ReloadOutcome:
@@ -588,9 +600,18 @@ class Runtime:
         removals = ready.removals
         for op in removals:
             self._log_op(op, "reload")
-        outcome = await remove_with_retries(self.backend, removals,
-                                            self.options.reload_attempts, _sleep_for, log,
-                                            give_up=lambda: self._stop_requested)
+        # Results go on being judged and applied to the surviving services meanwhile
+        # (retries can take seconds); the rest waits for the removals, as in the patch.
+        self._removing = frozenset(op.service for op in removals)
+        self._busy = False
+        self._flush_pending()
+        try:
+            outcome = await remove_with_retries(self.backend, removals,
+                                                self.options.reload_attempts, _sleep_for, log,
+                                                give_up=lambda: self._stop_requested)
+        finally:
+            self._busy = True
+            self._removing = None
         self.counters.ops_applied += len(removals) - len(outcome.failures)
         if removals:
             self.observers.applied(self, removals, outcome.failures, "reload")
@@ -608,7 +629,14 @@ class Runtime:
             return False
         for op in removals:  # keep our copy in step without a read-back
             _forget(self.applied, op)
-        self._apply(ready.rest, ready.live, "reload")
+        if self._held or (removals and outcome.attempts > 1):
+            # health moved on while removals were retried: reconcile everything afresh
+            self._held.clear()
+            self.health.changed_services()
+            live = self.health.live_table()
+            self._apply(reconcile(live, self.applied), live, "reload")
+        else:
+            self._apply(ready.rest, ready.live, "reload")
         self._arm_tick()
         return True
 
