@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -373,6 +374,27 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
     if args.reload_attempts < 1:
         print("fastcheck: --reload-attempts must be at least 1", file=err)
         return EXIT_USAGE
+    # net_namespace: before any socket or thread (netlink, listeners, probe workers).
+    netns = None
+    if config.global_defs.net_namespace is not None:
+        from fastcheck.netns import enter_namespace
+
+        try:
+            netns = enter_namespace(config.global_defs.net_namespace)
+        except FastcheckError as error:
+            print(f"fastcheck: {error}; not starting", file=err)
+            return EXIT_INVALID
+        logging.getLogger("fastcheck").info("running in network namespace %s (%s)",
+                                            netns.name, netns.path)
+    try:
+        return _run(args, config, err, health, netns.fd if netns is not None else None)
+    finally:
+        if netns is not None:
+            netns.close()
+
+
+def _run(args: argparse.Namespace, config: Config, err: TextIO,
+         health: tuple[HealthFactory, HealthCarry] | None, netns_fd: int | None) -> int:
     from fastcheck.daemon.workers import engine_factory, worker_count
 
     try:
@@ -422,7 +444,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
         try:
             return run_daemon(options, backend, config, factory, carry,
                               observers=observers,
-                              engine_factory=engine_factory(args.workers))
+                              engine_factory=engine_factory(args.workers, netns_fd))
         except FastcheckError as error:
             print(f"fastcheck: {error}", file=err)
             return EXIT_INVALID

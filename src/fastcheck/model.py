@@ -416,6 +416,7 @@ class GlobalDefs:
     rs_init_notifies: bool = False
     no_checker_emails: bool = False
     lvs_notify_fifo: Script | None = None  # path [user [group]], keepalived's line format
+    net_namespace: str | None = None  # top-level `net_namespace NAME`
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,16 +11,15 @@ Must not: start processes other than `ip`, or touch any interface or route it di
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 
 from fastcheck.bench.layout import NETNS_BAD_NET, NETNS_GOOD_NET, NETNS_LINK
+from fastcheck.netns import setns
 
 PREFIX = "fcbench-"
-_CLONE_NEWNET = 0x40000000
 
 
 class NetnsError(Exception):
@@ -35,10 +34,10 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, _CLONE_NEWNET) != 0:
-        error = ctypes.get_errno()
-        raise NetnsError(f"cannot enter the bench namespace: {os.strerror(error)}")
+    try:
+        setns(fd)
+    except OSError as error:
+        raise NetnsError(f"cannot enter the bench namespace: {error.strerror}") from None
 
 
 def remove_stale() -> list[str]:

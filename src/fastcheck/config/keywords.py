@@ -303,9 +303,12 @@ GLOBAL_DEFS_NOT_OURS = frozenset({
     "script_security",
 })
 
+# Top-level `net_namespace NAME`: the namespace the daemon and its probes run in.
+NET_NAMESPACE = "net_namespace"
+
 # Top-level blocks owned by other keepalived daemons: skipped whole, one notice each.
 TOP_LEVEL_NOT_OURS_PREFIXES = ("vrrp_", "bfd_", "static_", "garp_", "linkbeat_")
-TOP_LEVEL_NOT_OURS = frozenset({"net_namespace", "net_namespace_ipvs", "instance",
+TOP_LEVEL_NOT_OURS = frozenset({"net_namespace_ipvs", "instance",
                                 "namespace_with_ipsets", "use_pid_dir", "linkbeat_interfaces"})
 
 SSL: dict[str, Kw] = {

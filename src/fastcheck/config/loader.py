@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastcheck.config import keywords as k
@@ -96,6 +96,7 @@ class Loader:
         vs_groups: dict[str, VirtualServerGroup] = {}
         laddr_groups: dict[str, LocalAddressGroup] = {}
         vs_statements: list[Statement] = []
+        net_namespace: str | None = None
         for st in statements:
             name = st.keyword
             if name == "global_defs":
@@ -110,12 +111,16 @@ class Loader:
                 self._unique(laddr_groups, self.laddr_group(st), st)
             elif name == "virtual_server":
                 vs_statements.append(st)
+            elif name == k.NET_NAMESPACE:
+                net_namespace = self.net_namespace(st, net_namespace)
             elif name.startswith(k.TOP_LEVEL_NOT_OURS_PREFIXES) or name in k.TOP_LEVEL_NOT_OURS:
                 what = "block" if st.children is not None else "line"
                 self.diags.info(st.position, f"skipping {what} '{name}': not a checker "
                                              "setting (fastcheck runs no VRRP/BFD)")
             else:
                 self.diags.error(st.position, f"unknown keyword '{name}' at top level")
+        if net_namespace is not None:
+            global_defs = replace(global_defs, net_namespace=net_namespace)
         context = Context(global_defs, track_files, vs_groups, laddr_groups)
         servers: dict[Any, VirtualServer] = {}
         for st in vs_statements:
@@ -130,6 +135,17 @@ class Loader:
             servers[vs.key] = vs
         return Config(global_defs, ssl, tuple(track_files.values()), tuple(vs_groups.values()),
                       tuple(laddr_groups.values()), tuple(servers.values()))
+
+    def net_namespace(self, st: Statement, current: str | None) -> str | None:
+        """keepalived core/global_parser.c net_namespace_handler: the first one counts."""
+        if not st.args:
+            self.diags.warning(st.position, "net_namespace name missing - ignoring")
+            return current
+        if current is not None:
+            self.diags.warning(st.position, f"Duplicate net_namespace definition "
+                                            f"{st.args[0]} - ignoring")
+            return current
+        return st.args[0]
 
     def _block(self, st: Statement) -> tuple[Statement, ...]:
         if st.children is None:

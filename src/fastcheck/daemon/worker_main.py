@@ -1,9 +1,11 @@
 """A probe worker process: one `LocalEngine` on its own uvloop over its shard of the plan.
 
 Run by `fastcheck.daemon.workers` as ``python -m fastcheck.daemon.worker_main --fd N
---index I --parent PID``; never by hand. Everything it needs (its share of the plan and
-of the configuration, the scheduler settings) arrives on the channel: it never reads the
-configuration file, which the daemon may be reloading.
+--index I --parent PID [--netns-fd M]``; never by hand. With ``--netns-fd`` (the
+configuration's net_namespace) it enters that network namespace before anything else.
+Everything it needs (its share of the plan and of the configuration, the scheduler
+settings) arrives on the channel: it never reads the configuration file, which the daemon
+may be reloading.
 
 Owns: the worker side of the channel — starting its engine on ("start", settings, frame,
 probe specs), following ("reload", frame, added specs, removed ids, [(id, interval)]),
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
 import signal
 import socket
@@ -31,6 +34,7 @@ from typing import Any
 from fastcheck.daemon.engine import LocalEngine, implementations
 from fastcheck.daemon.lineage import die_with_parent
 from fastcheck.daemon.workerwire import Channel, Frame, ProbeSpec, ResultBuffer, Shard
+from fastcheck.netns import enter_fd
 from fastcheck.probes.result import ProbeResult
 from fastcheck.scheduler import LagHistogram
 
@@ -158,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--netns-fd", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.netns_fd is not None:  # net_namespace: before any socket of its own
+        enter_fd(args.netns_fd)
+        os.close(args.netns_fd)
     die_with_parent(args.parent)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the daemon's to handle
         signal.signal(signum, signal.SIG_IGN)

@@ -23,6 +23,10 @@ critical line, closes, and calls `on_fatal(message)`; without `on_fatal` it send
 daemon SIGTERM (its own stop path). Workers start from the thread that builds the engine
 (the loop's): PR_SET_PDEATHSIG fires when that thread ends.
 
+net_namespace: the daemon entered the namespace before anything else and keeps its file
+descriptor open; each worker gets it (`--netns-fd`) and enters it before doing anything,
+so restarts land in the same namespace even if its /run/netns name was removed meanwhile.
+
 `max_in_flight` is the daemon-wide limit: each worker gets an equal share (rounded up).
 The daemon hears each result after the worker's scheduler has already been told the run
 finished, so `accept(probe_id)` only says whether the probe is still in the plan.
@@ -83,18 +87,21 @@ def make_engine(loop: asyncio.AbstractEventLoop, plan: ProbePlan, config: Config
                 on_result: OnResult, *, workers: int | str | None,
                 rng: random.Random | None = None, max_in_flight: int | None = None,
                 bootstrap_s: float = 1.0,
-                on_fatal: Callable[[str], None] | None = None) -> ProbeEngine:
-    """`LocalEngine` for one worker, `ShardedEngine` for more (see `worker_count`)."""
+                on_fatal: Callable[[str], None] | None = None,
+                netns_fd: int | None = None) -> ProbeEngine:
+    """`LocalEngine` for one worker, `ShardedEngine` for more (see `worker_count`);
+    `netns_fd`: the network namespace (net_namespace) every worker enters first."""
     count = worker_count(workers, len(plan))
     if count == 1:
         return LocalEngine(loop, plan, config, on_result, rng=rng,
                            max_in_flight=max_in_flight, bootstrap_s=bootstrap_s)
     return ShardedEngine(loop, plan, config, on_result, workers=count, rng=rng,
                          max_in_flight=max_in_flight, bootstrap_s=bootstrap_s,
-                         on_fatal=on_fatal)
+                         on_fatal=on_fatal, netns_fd=netns_fd)
 
 
-def engine_factory(workers: int | str | None) -> Callable[..., ProbeEngine]:
+def engine_factory(workers: int | str | None,
+                   netns_fd: int | None = None) -> Callable[..., ProbeEngine]:
     """A `Runtime` engine_factory: (loop, plan, config, on_result, options, rng)."""
 
     def factory(loop: asyncio.AbstractEventLoop, plan: ProbePlan, config: Config,
@@ -102,7 +109,8 @@ def engine_factory(workers: int | str | None) -> Callable[..., ProbeEngine]:
                 on_fatal: Callable[[str], None] | None = None) -> ProbeEngine:
         return make_engine(loop, plan, config, on_result, workers=workers, rng=rng,
                            max_in_flight=options.max_in_flight,
-                           bootstrap_s=options.scheduler_bootstrap_s, on_fatal=on_fatal)
+                           bootstrap_s=options.scheduler_bootstrap_s, on_fatal=on_fatal,
+                           netns_fd=netns_fd)
 
     return factory
 
@@ -152,11 +160,12 @@ class ShardedEngine:
                  max_in_flight: int | None = None, bootstrap_s: float = 1.0,
                  on_fatal: Callable[[str], None] | None = None, max_restarts: int = 5,
                  restart_window_s: float = 60.0, stats_interval_s: float = 0.25,
-                 stall_timeout_s: float = 10.0) -> None:
+                 stall_timeout_s: float = 10.0, netns_fd: int | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.loop = loop
         self.workers = workers
+        self._netns_fd = netns_fd  # kept open by the daemon for its whole life
         self._on_result = on_result
         self._on_fatal = on_fatal
         self._rng = rng or random.Random()
@@ -298,12 +307,15 @@ class ShardedEngine:
 
     def _spawn(self, worker: _Worker) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [sys.executable, "-m", "fastcheck.daemon.worker_main", "--fd",
+                str(child.fileno()), "--index", str(worker.index), "--parent", str(os.getpid())]
+        fds = [child.fileno()]
+        if self._netns_fd is not None:
+            argv += ["--netns-fd", str(self._netns_fd)]
+            fds.append(self._netns_fd)
         try:
-            worker.process = subprocess.Popen(
-                [sys.executable, "-m", "fastcheck.daemon.worker_main", "--fd",
-                 str(child.fileno()), "--index", str(worker.index), "--parent",
-                 str(os.getpid())],
-                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, close_fds=True)
+            worker.process = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL,
+                                              close_fds=True)
         except OSError:
             parent.close()
             raise
