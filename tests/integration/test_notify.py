@@ -16,9 +16,11 @@ from pathlib import Path
 
 from fastcheck.config.loader import load_file
 from fastcheck.daemon.app import Options, Runtime
-from fastcheck.daemon.notify import Notifier, fifo_line
+from fastcheck.daemon.log import fifo_line
+from fastcheck.daemon.notify import Notifier
 from fastcheck.daemon.signals import load_health
 from fastcheck.health.events import (
+    Cause,
     CheckerUp,
     QuorumGained,
     QuorumLost,
@@ -34,6 +36,7 @@ RS2 = RsKey(VS, "192.168.0.2", 8080)
 FWM = VsKey(VsKind.FWMARK, Family.INET, None, fwmark=7)
 V6 = VsKey(VsKind.ADDRESS, Family.INET6, Protocol.UDP, "2001:db8::1", 53)
 GROUP = VsKey(VsKind.GROUP, Family.INET, Protocol.TCP, group="web")
+Q = {"quorum": 1, "hysteresis": 0}
 
 
 def script(path: Path, body: str) -> str:
@@ -77,9 +80,9 @@ def test_scripts_run_for_their_events_with_keepalived_argv(run, tmp_path):
         await until(lambda: len(lines(log)) == 1)
         notifier.on_event(RealServerDown(RS1, Script(f'{cmd} down "rs one"')))
         await until(lambda: len(lines(log)) == 2)
-        notifier.on_event(QuorumGained(VS, 3, 2, Script(f"{cmd} quorum\\ up")))
+        notifier.on_event(QuorumGained(VS, 3, 2, Script(f"{cmd} quorum\\ up"), **Q))
         await until(lambda: len(lines(log)) == 3)
-        notifier.on_event(QuorumLost(VS, 0, 2, Script(f"{cmd} quorum_down x")))
+        notifier.on_event(QuorumLost(VS, 0, 2, Script(f"{cmd} quorum_down x"), **Q))
         await until(lambda: len(lines(log)) == 4)
         # No script, or an event that has none: nothing runs, nothing breaks.
         notifier.on_event(RealServerUp(RS2, 1, None))
@@ -165,7 +168,7 @@ def test_failures_are_logged_and_do_not_stop_the_others(run, tmp_path, caplog):
         notifier.on_event(RealServerDown(RS1, Script(f"{good} 'unterminated")))
         notifier.on_event(RealServerDown(RS1, Script(good, user="no-such-user-fc")))
         notifier.on_event(RealServerDown(RS1, Script(f"{good} after")))
-        notifier.on_event(QuorumLost(VS, 0, 1, Script(f"{good} quorum")))
+        notifier.on_event(QuorumLost(VS, 0, 1, Script(f"{good} quorum"), **Q))
         await until(lambda: len(lines(ok)) == 2)
         await notifier.close(5)
         counters = notifier.counters
@@ -212,8 +215,8 @@ def test_close_kills_what_runs_and_drops_what_waits(run, tmp_path):
 
     async def scenario() -> None:
         notifier = Notifier(asyncio.get_running_loop(), GlobalDefs(), max_running=1)
-        notifier.on_event(RealServerDown(RS1, Script(hang), stopping=True))
-        notifier.on_event(RealServerDown(RS2, Script(hang), stopping=True))
+        notifier.on_event(RealServerDown(RS1, Script(hang), cause=Cause.STOP))
+        notifier.on_event(RealServerDown(RS2, Script(hang), cause=Cause.STOP))
         await until(lambda: started.exists() and bool(started.read_text().strip()))
         t0 = time.monotonic()
         await notifier.close(0.3)
@@ -234,8 +237,8 @@ def test_fifo_line_format():
         "RS [192.168.0.1]:tcp:8080 [10.0.0.1]:tcp:80 UP\n"
     assert fifo_line(RealServerDown(RsKey(V6, "2001:db8::5", 53), None)) == \
         "RS [2001:db8::5]:udp:53 [2001:db8::1]:udp:53 DOWN\n"
-    assert fifo_line(QuorumGained(FWM, 1, 1, None)) == "VS FWM 7 UP\n"
-    assert fifo_line(QuorumLost(GROUP, 0, 1, None)) == "VS [web]:0 DOWN\n"
+    assert fifo_line(QuorumGained(FWM, 1, 1, None, **Q)) == "VS FWM 7 UP\n"
+    assert fifo_line(QuorumLost(GROUP, 0, 1, None, **Q)) == "VS [web]:0 DOWN\n"
     assert fifo_line(CheckerUp(None)) is None  # type: ignore[arg-type]
 
 
@@ -279,9 +282,9 @@ def test_fifo_gets_lines_in_event_order_and_drops_without_reader(run, tmp_path):
         reader = FifoReader(path)
         reader.start()
         assert reader.opened.wait(5)
-        events = [RealServerUp(RS1, 1, None), QuorumGained(VS, 1, 1, None),
+        events = [RealServerUp(RS1, 1, None), QuorumGained(VS, 1, 1, None, **Q),
                   RealServerUp(RS2, 1, None), RealServerDown(RS1, None),
-                  RealServerDown(RS2, None), QuorumLost(VS, 0, 1, None)]
+                  RealServerDown(RS2, None), QuorumLost(VS, 0, 1, None, **Q)]
         for event in events:
             notifier.on_event(event)
         await until(lambda: not reader.is_alive())
@@ -353,8 +356,10 @@ virtual_server 10.0.0.1 80 {{
     finally:
         sock.close()
     got = lines(log)
-    # Different keys run concurrently, so the two lines may come in either order.
-    assert sorted(got) == ["quorum down", "rs down"]
+    # keepalived starts the VS with quorum down and gains it once its server is in
+    # (quorum_up at start); the VS's scripts run in order, the server's beside them.
+    assert sorted(got) == ["quorum down", "quorum up", "rs down"]
+    assert got.index("quorum up") < got.index("quorum down")
 
 
 def test_fifo_given_as_path_user_group_is_created_for_that_account(run, tmp_path):
@@ -409,7 +414,7 @@ def test_fifo_reader_leaving_and_coming_back(run, tmp_path):
         notifier.on_event(RealServerDown(RS1, None))
         assert notifier.counters.fifo_dropped == 1
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        notifier.on_event(QuorumLost(VS, 0, 1, None))
+        notifier.on_event(QuorumLost(VS, 0, 1, None, **Q))
         assert os.read(fd, 4096) == b"VS [10.0.0.1]:tcp:80 DOWN\n"
         os.close(fd)
         await notifier.close(1)

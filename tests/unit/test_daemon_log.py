@@ -23,6 +23,7 @@ from fastcheck.daemon.log import (
     with_suppressed,
 )
 from fastcheck.health.events import (
+    Cause,
     CheckerDown,
     CheckerUp,
     QuorumGained,
@@ -132,11 +133,24 @@ def test_real_server_transitions() -> None:
         (logging.INFO, "Adding service [10.0.0.2]:tcp:8080 to VS [10.0.0.1]:tcp:80")]
     assert event_messages(RealServerDown(RS, None)) == [
         (logging.WARNING, "Removing service [10.0.0.2]:tcp:8080 from VS [10.0.0.1]:tcp:80")]
-    assert event_messages(RealServerDown(RS, None, stopping=True)) == [
+    assert event_messages(RealServerDown(RS, None, cause=Cause.STOP)) == [
         (logging.INFO, "Shutting down service [10.0.0.2]:tcp:8080 from VS [10.0.0.1]:tcp:80")]
     assert event_messages(RealServerDown(RS, None, kept_by_budget=True)) == [
         (logging.WARNING, "Removing service [10.0.0.2]:tcp:8080 from VS [10.0.0.1]:tcp:80 "
                           "(kept in IPVS by the removal budget)")]
+    assert event_messages(RealServerDown(RS, None, cause=Cause.RELOAD)) == [
+        (logging.INFO, "Removing service [10.0.0.2]:tcp:8080 from VS [10.0.0.1]:tcp:80")]
+    # start-up announcements (rs_init_notifies, an alpha check's first result) only notify
+    assert event_messages(RealServerUp(RS, 3, None, cause=Cause.START)) == []
+    assert event_messages(RealServerDown(RS, None, cause=Cause.START)) == []
+
+
+def test_inhibited_servers_are_enabled_and_disabled_like_keepalived() -> None:
+    # keepalived ipwrapper.c perform_svr_state: "%sing service %s %s VS %s"
+    assert event_messages(RealServerUp(RS, 3, None, inhibit=True)) == [
+        (logging.INFO, "Enabling service [10.0.0.2]:tcp:8080 of VS [10.0.0.1]:tcp:80")]
+    assert event_messages(RealServerDown(RS, None, inhibit=True)) == [
+        (logging.WARNING, "Disabling service [10.0.0.2]:tcp:8080 of VS [10.0.0.1]:tcp:80")]
 
 
 def test_virtual_server_kinds_are_named_like_keepalived() -> None:
@@ -152,32 +166,55 @@ def test_weight_change() -> None:
     assert event_messages(WeightChanged(RS, 5, 2)) == [
         (logging.INFO, "Changing weight from 5 to 2 for active service [10.0.0.2]:tcp:8080 "
                        "of VS [10.0.0.1]:tcp:80")]
+    assert event_messages(WeightChanged(RS, 5, 2, active=False))[0][1].startswith(
+        "Changing weight from 5 to 2 for inactive service [10.0.0.2]:tcp:8080")
 
 
-def test_quorum_lines() -> None:
-    assert event_messages(QuorumGained(VS, 3, 2, None)) == [
-        (logging.INFO, "Gained quorum 2 <= 3 for VS [10.0.0.1]:tcp:80")]
-    assert event_messages(QuorumLost(VS, 0, 2, None)) == [
-        (logging.WARNING, "Lost quorum 2 > 0 for VS [10.0.0.1]:tcp:80")]
-    assert event_messages(QuorumLost(VS, 0, 2, None, stopping=True)) == [
-        (logging.INFO, "Lost quorum 2 > 0 for VS [10.0.0.1]:tcp:80 (shutting down)")]
-
-
-def test_quorum_lines_are_exact_when_the_event_carries_quorum_and_hysteresis() -> None:
-    class Gained(QuorumGained):  # what the event looks like once it carries both numbers
-        quorum, hysteresis = 2, 1
-
-    assert event_messages(Gained(VS, 4, 3, None)) == [
+def test_quorum_lines_carry_keepalived_arithmetic() -> None:
+    # ipwrapper.c update_quorum_state: "Gained quorum %u+%u=%ld <= %ld for VS %s"
+    assert event_messages(QuorumGained(VS, 4, 3, None, quorum=2, hysteresis=1)) == [
         (logging.INFO, "Gained quorum 2+1=3 <= 4 for VS [10.0.0.1]:tcp:80")]
+    assert event_messages(QuorumLost(VS, 0, 1, None, quorum=2, hysteresis=1)) == [
+        (logging.WARNING, "Lost quorum 2-1=1 > 0 for VS [10.0.0.1]:tcp:80")]
+    # init=true without quorum: keepalived prints quorum+hysteresis behind the minus sign
+    assert event_messages(QuorumLost(VS, 0, 3, None, quorum=2, hysteresis=1,
+                                     cause=Cause.START)) == [
+        (logging.WARNING, "Starting with quorum down 2-1=3 > 0 for VS [10.0.0.1]:tcp:80")]
+    assert event_messages(QuorumGained(VS, 2, 1, None, quorum=1, hysteresis=0,
+                                       cause=Cause.START)) == [
+        (logging.INFO, "Gained quorum 1+0=1 <= 2 for VS [10.0.0.1]:tcp:80")]
+    # update_vs_notifies (a stop, a reload's removal) logs nothing in keepalived
+    for cause in (Cause.STOP, Cause.RELOAD):
+        [(level, _)] = event_messages(QuorumLost(VS, 0, 1, None, quorum=1, hysteresis=0,
+                                                 cause=cause))
+        assert level == DETAIL
 
 
-def test_sorry_server_lines() -> None:
-    assert event_messages(SorryServerIn(VS)) == [
-        (logging.WARNING, "Adding sorry server to VS [10.0.0.1]:tcp:80"),
+def test_sorry_server_lines_name_the_sorry_server() -> None:
+    sorry = RsKey(VS, "10.0.9.9", 8080)
+    assert event_messages(SorryServerIn(VS, sorry, False)) == [
+        (logging.WARNING, "Adding sorry server [10.0.9.9]:tcp:8080 to VS [10.0.0.1]:tcp:80"),
         (logging.INFO, "Removing alive servers from the pool for VS [10.0.0.1]:tcp:80")]
-    assert event_messages(SorryServerOut(VS)) == [
-        (logging.INFO, "Removing sorry server from VS [10.0.0.1]:tcp:80"),
+    assert event_messages(SorryServerOut(VS, sorry, False)) == [
+        (logging.INFO, "Removing sorry server [10.0.9.9]:tcp:8080 from VS [10.0.0.1]:tcp:80"),
         (logging.INFO, "Adding alive servers to the pool for VS [10.0.0.1]:tcp:80")]
+    # sorry_server_inhibit: it stays in the table at weight 0
+    assert event_messages(SorryServerIn(VS, sorry, True))[0][1] == \
+        "Enabling sorry server [10.0.9.9]:tcp:8080 to VS [10.0.0.1]:tcp:80"
+    assert event_messages(SorryServerOut(VS, sorry, True))[0][1] == \
+        "Disabling sorry server [10.0.9.9]:tcp:8080 from VS [10.0.0.1]:tcp:80"
+
+
+def test_keepalived_wording_has_one_home() -> None:
+    """notify.py writes FIFO lines and names scripts with log.py's formatters."""
+    import inspect
+
+    from fastcheck.daemon import notify
+
+    source = inspect.getsource(notify)
+    assert "def vs_text" not in source and "def rs_text" not in source
+    assert "def fifo_line" not in source and '"FWM ' not in source
+    assert notify.fifo_line is dlog.fifo_line
 
 
 @pytest.mark.parametrize(("kind", "params", "failures", "expected"), [

@@ -41,9 +41,17 @@ def config(servers: str, vs_extra: str = "", *, more: str = "") -> Config:
     return cfg
 
 
-def build(cfg: Config, **options: object) -> tuple[HealthState, ProbePlan]:
+def build(cfg: Config, *, fresh: bool = False,
+          **options: object) -> tuple[HealthState, ProbePlan]:
+    """A HealthState for `cfg`. Unless `fresh`, every check has passed its first round
+    (keepalived's "one failure is enough" after a start no longer applies)."""
     plan = plan_probes(cfg)
-    return HealthState(cfg, plan, HealthOptions(**options)), plan  # type: ignore[arg-type]
+    state = HealthState(cfg, plan, HealthOptions(**options))  # type: ignore[arg-type]
+    if not fresh:
+        for checker in state._checkers.values():
+            checker.decisive = False
+            checker.has_run = True
+    return state, plan
 
 
 def pid(plan: ProbePlan, n: int, kind: str = "TCP_CHECK") -> int:
@@ -141,7 +149,7 @@ def test_alpha_with_inhibit_starts_at_weight_zero() -> None:
 # ------------------------------------------------------------------ dynamic weights
 
 
-def test_misc_dynamic_weight_is_absolute_and_reset_on_failure() -> None:
+def test_misc_dynamic_weight_is_absolute_and_reset_when_the_check_goes_down() -> None:
     cfg = config(rs_block(1, 10, checks="misc") + rs_block(2))
     state, plan = build(cfg)
     p = pid(plan, 1, "MISC_CHECK")
@@ -149,11 +157,36 @@ def test_misc_dynamic_weight_is_absolute_and_reset_on_failure() -> None:
     assert events == [ev.WeightChanged(rskey(cfg, 1), 10, 3)]
     assert dests(state)["172.16.0.1"] == 3
     assert state.on_result(1, p, ProbeResult.up(weight=3)) == []
-    assert state.on_result(2, p, OK) == []  # no weight reported: unchanged
+    # keepalived check_misc.c: the weight is dropped (silently) when the check goes down
     events = state.on_result(3, p, FAIL)
-    assert kinds(events) == ["CheckerDown", "WeightChanged", "RealServerDown"]
+    assert kinds(events) == ["CheckerDown", "RealServerDown"]
     events = state.on_result(4, p, OK)
     assert events[-1] == ev.RealServerUp(rskey(cfg, 1), 10, None)
+
+def test_misc_dynamic_exit_zero_means_the_configured_weight() -> None:
+    cfg = config(rs_block(1, 10, checks="misc") + rs_block(2))
+    state, plan = build(cfg)
+    p = pid(plan, 1, "MISC_CHECK")
+    state.on_result(0, p, ProbeResult.up(weight=3))
+    # exit 0 (a success without a weight): keepalived sets cur_weight 0, the configured one
+    assert state.on_result(1, p, OK) == [ev.WeightChanged(rskey(cfg, 1), 3, 10)]
+    assert dests(state)["172.16.0.1"] == 10
+
+def test_misc_dynamic_weight_survives_failures_while_retries_remain() -> None:
+    misc = 'MISC_CHECK {\n misc_path "/bin/w"\n misc_dynamic\n retry 2\n }\n'
+    cfg = config("real_server 172.16.0.1 80 {\n weight 1\n" + misc + "}\n"
+                 + rs_block(2, 1, checks="tcp0"),
+                 "quorum 20\n sorry_server 192.168.9.9 80\n")
+    state, plan = build(cfg)
+    vs, p = cfg.virtual_servers[0].key, pid(plan, 1, "MISC_CHECK")
+    state.on_result(0, p, ProbeResult.up(weight=50))  # 51 ≥ 20: gained
+    assert state.quorum_up(vs)
+    for now in (1.0, 2.0):  # retries left: the dynamic weight stays, so does quorum
+        assert kinds(state.on_result(now, p, FAIL)) == ["RetryRequested"]
+        assert state.quorum_up(vs) and dests(state)["172.16.0.1"] == 50
+    assert state.on_result(3.0, p, ProbeResult.up(weight=50)) == []
+    events = state.on_result(4.0, p, FAIL)
+    assert kinds(events) == ["RetryRequested"] and state.quorum_up(vs)
 
 
 def test_file_weight_offset_added_and_clamped() -> None:
@@ -188,13 +221,16 @@ def test_quorum_lost_and_gained_at_exact_thresholds_with_sorry_swap() -> None:
         ("172.16.0.1", "172.16.0.2", "172.16.0.3"), 2)
     assert kinds(state.on_result(0, pid(plan, 1), FAIL)) == ["CheckerDown", "RealServerDown"]
     assert state.quorum_up(vs)  # 4 ≥ 3
+    sorry = RsKey(vs, "192.168.9.9", 8080)
     events = state.on_result(1, pid(plan, 2), FAIL)  # 2 < 3: lost
-    assert events[-2:] == [ev.QuorumLost(vs, 2, 3, Script("/bin/qd")), ev.SorryServerIn(vs)]
+    assert events[-2:] == [ev.QuorumLost(vs, 2, 3, Script("/bin/qd"), quorum=4, hysteresis=1),
+                           ev.SorryServerIn(vs, sorry, False)]
     assert dests(state) == {"192.168.9.9": 1}  # alive 172.16.0.3 pulled
     assert kinds(state.on_result(2, pid(plan, 1), OK)) == ["CheckerUp", "RealServerUp"]
     assert not state.quorum_up(vs) and dests(state) == {"192.168.9.9": 1}  # 4 < 5
     events = state.on_result(3, pid(plan, 2), OK)  # 6 ≥ 5: gained
-    assert events[-2:] == [ev.QuorumGained(vs, 6, 5, Script("/bin/qu")), ev.SorryServerOut(vs)]
+    assert events[-2:] == [ev.QuorumGained(vs, 6, 5, Script("/bin/qu"), quorum=4,
+                                           hysteresis=1), ev.SorryServerOut(vs, sorry, False)]
     assert dests(state) == dict.fromkeys(("172.16.0.1", "172.16.0.2", "172.16.0.3"), 2)
 
 
@@ -223,7 +259,10 @@ def test_sorry_server_inhibit_and_inhibited_rs_stay_while_sorry_active() -> None
                             "192.168.9.9": 0}
     state.on_result(0, pid(plan, 1), FAIL)
     state.on_result(0, pid(plan, 2), FAIL)
-    assert dests(state) == {"172.16.0.1": 0, "172.16.0.2": 0, "192.168.9.9": 1}
+    # keepalived perform_quorum_state + ipvs_cmd: the alive inhibited server 3 goes to
+    # weight 0 when the sorry server comes in; it is not deleted
+    assert dests(state) == {"172.16.0.1": 0, "172.16.0.2": 0, "172.16.0.3": 0,
+                            "192.168.9.9": 1}
     state.on_result(1, pid(plan, 1), OK)
     state.on_result(1, pid(plan, 2), OK)
     assert dests(state) == {"172.16.0.1": 2, "172.16.0.2": 2, "172.16.0.3": 2,
@@ -237,8 +276,9 @@ def test_weight_change_while_sorry_active_does_not_touch_table() -> None:
     state, plan = build(cfg)
     assert dests(state) == {"192.168.9.9": 1}  # starts without quorum
     vs = cfg.virtual_servers[0].key
-    assert state.startup_events() == [ev.QuorumLost(vs, 10, 20, None), ev.SorryServerIn(vs)]
-    assert build(farm4())[0].startup_events() == []
+    assert state.startup_events() == [
+        ev.QuorumLost(vs, 10, 20, None, quorum=20, hysteresis=0, cause=ev.Cause.START),
+        ev.SorryServerIn(vs, RsKey(vs, "192.168.9.9", 80), False)]
     state.changed_services()
     state.on_result(0, pid(plan, 1, "FILE_CHECK"), ProbeResult.up(weight_offset=2))
     assert state.changed_services() == set() and dests(state) == {"192.168.9.9": 1}
@@ -359,8 +399,11 @@ def test_omega_shutdown_runs_down_notifiers() -> None:
     state.on_result(0, pid(plan, 2), FAIL)
     events = state.shutdown()
     vs = cfg.virtual_servers[0].key
-    assert events == [ev.RealServerDown(rskey(cfg, 1), Script("/bin/d1"), stopping=True),
-                      ev.QuorumLost(vs, 1, 1, Script("/bin/qd"), stopping=True)]
+    stop = ev.Cause.STOP
+    assert events == [ev.RealServerDown(rskey(cfg, 1), Script("/bin/d1"), cause=stop),
+                      ev.QuorumLost(vs, 0, 1, Script("/bin/qd"), quorum=1, hysteresis=0,
+                                    cause=stop)]
+    assert all(e.stopping for e in events)  # type: ignore[union-attr]
     assert build(config(rs_block(1)))[0].shutdown() == []  # no omega: nothing
 
 
@@ -437,7 +480,8 @@ def test_carry_over_keeps_state_of_survivors() -> None:
     assert not new.real_server_up(rskey(new_cfg, 2))  # kept down; new HTTP check too
     assert not new.real_server_up(rskey(new_cfg, 5))  # new, alpha
     assert dests(new) == {"172.16.0.1": 1, "172.16.0.3": 9}
-    assert new.settle() == []
+    # rs 4 was live: the reload that removes it runs its notify_down (clear_diff_rs)
+    assert new.settle() == [ev.RealServerDown(rskey(old_cfg, 4), None, cause=ev.Cause.RELOAD)]
     # the kept retry counter still counts: one more failure takes rs 1 down
     assert kinds(new.on_result(1, pid(new_plan, 1), FAIL)) == ["CheckerDown", "RealServerDown"]
 

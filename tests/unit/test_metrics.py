@@ -15,7 +15,7 @@ from fastcheck.daemon.engine import EngineStats
 from fastcheck.daemon.metrics import Metrics, lag_family
 from fastcheck.daemon.pace import PaceJudge
 from fastcheck.daemon.status import StatusServer, healthz_response, parse_listen
-from fastcheck.health.events import RealServerDown, RealServerUp, RemovalBudgetTripped
+from fastcheck.health.events import Cause, RealServerDown, RealServerUp, RemovalBudgetTripped
 from fastcheck.probes.result import Failure, ProbeResult
 from fastcheck.scheduler import LagHistogram
 from fastcheck.statuscmd import table_lines
@@ -160,7 +160,7 @@ def test_hook_fed_counters_by_kind_failure_and_event() -> None:
     ])
     metrics.on_events([RealServerUp(rs=None, weight=1, script=None),  # type: ignore[arg-type]
                        RealServerDown(rs=None, script=None),  # type: ignore[arg-type]
-                       RealServerDown(rs=None, script=None, stopping=True),  # type: ignore[arg-type]
+                       RealServerDown(rs=None, script=None, cause=Cause.STOP),  # type: ignore[arg-type]
                        RemovalBudgetTripped(removals_in_window=3, limit=2, trips=1)])
     metrics.on_reload(True, 0.2)
     metrics.on_reload(False, 0.01)

@@ -1,9 +1,12 @@
 """The daemon's log lines: keepalived-compatible wording, where they go, and repeat limits.
 
 Owns: configuring the ``fastcheck`` logger (stderr for journald, or syslog through
-``/dev/log``), the DETAIL level (``--log-detail``, keepalived's ``-D``), the text of every
-log line about an IPVS operation (`op_messages`), a health event (`event_messages`) or a
-failed probe (`failure_message`), and `RepeatLimiter`, which folds repeats of one line.
+``/dev/log``), the DETAIL level (``--log-detail``, keepalived's ``-D``), and keepalived's
+wording — the one place it lives: how a virtual and a real server are named (`vs_text`,
+`rs_text`, `service_text`), the text of every log line about an IPVS operation
+(`op_messages`), a health event (`event_messages`) or a failed probe
+(`failure_message`), and the notify FIFO line of an event (`fifo_line`); and
+`RepeatLimiter`, which folds repeats of one line.
 Must not: decide what happens (it only words what the runtime did or health decided),
 read the clock (`RepeatLimiter` takes ``now``), or log anything itself — the runtime logs
 what these functions return.
@@ -16,10 +19,14 @@ check_ping,check_misc}.c) so log alerts written for keepalived keep matching:
   server's protocol, port; IPv6 as ``[2001:db8::2]:tcp:80``); keepalived 1.2.x wrote
   ``[10.0.0.2]:80``, which only SMTP_CHECK lines still use (``inet_sockaddrtopair``);
 - a virtual server is ``[10.0.0.1]:tcp:80``, ``FWM 5`` or ``[group]:port``;
-- ``Adding service %s to VS %s``, ``Removing service %s from VS %s``, ``Shutting down
-  service %s from VS %s``, ``Changing weight from %d to %d for active service %s of VS %s``,
-  ``Gained quorum %u+%u=%ld <= %ld for VS %s``, ``Lost quorum %u-%u=%ld > %ld for VS %s``,
-  ``Adding sorry server %s to VS %s``, ``Removing sorry server %s from VS %s``,
+- ``Adding service %s to VS %s``, ``Removing service %s from VS %s`` (an
+  inhibit_on_failure server: ``Enabling service %s of VS %s``, ``Disabling service %s of
+  VS %s``), ``Shutting down service %s from VS %s``, ``Changing weight from %d to %d for
+  active service %s of VS %s``, ``Gained quorum %u+%u=%ld <= %ld for VS %s``, ``Lost
+  quorum %u-%u=%ld > %ld for VS %s``, ``Starting with quorum down %u-%u=%ld > %ld for VS
+  %s`` (keepalived prints quorum+hysteresis as the threshold there, and so do we),
+  ``Adding|Enabling sorry server %s to VS %s``, ``Removing|Disabling sorry server %s from
+  VS %s``,
   ``TCP_CHECK on service %s failed after %u retries.``, ``TCP connection to %s failed.``,
   ``HTTP status code error to server %s.``, ``MD5 digest error to server %s.`` …
 
@@ -27,7 +34,10 @@ fastcheck adds the failure class (and the probe's detail) in parentheses before 
 full stop — ``TCP connection to [127.0.0.1]:tcp:80 failed (refused).`` — so a pattern
 written for keepalived's line still matches the start of ours. Lines keepalived has no
 equivalent for (removal budget, FILE_CHECK failures, operations that keepalived does not
-log) use the same shapes.
+log) use the same shapes. keepalived logs nothing when a reload or a stop runs
+quorum_down (ipwrapper.c `update_vs_notifies`); fastcheck says so at DETAIL level.
+
+The notify FIFO gets keepalived's ``RS <rs> <vs> UP|DOWN`` and ``VS <vs> UP|DOWN``.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from collections.abc import Hashable
 from typing import Any, Final, TextIO
 
 from fastcheck.health.events import (
+    Cause,
     CheckerDown,
     CheckerUp,
     QuorumGained,
@@ -57,9 +68,7 @@ from fastcheck.health.events import (
 )
 from fastcheck.ipvs.ops import DestinationOp, LocalAddressOp, Op, ServiceOp, Verb
 from fastcheck.ipvs.table import METHOD_NAMES, ServiceKey
-from fastcheck.model import CheckKey, CheckKind, MiscParams, RsKey, Target
-
-from .notify import rs_text, vs_text
+from fastcheck.model import CheckKey, CheckKind, MiscParams, Protocol, RsKey, Target, VsKey, VsKind
 
 LOGGER_NAME: Final = "fastcheck"
 DETAIL: Final = 15
@@ -158,17 +167,47 @@ def setup_logging(*, target: str = "stderr", level: str = "info", detail: bool =
 # ----------------------------------------------------------------------------- names
 
 
+def _trio(address: str | None, protocol: Protocol | None, port: int | None) -> str:
+    """keepalived's ``inet_sockaddrtotrio``: ``[addr]:proto:port`` (``none`` for fwmarks)."""
+    proto = protocol.value.lower() if protocol is not None else "none"
+    return f"[{address}]:{proto}:{port or 0}"
+
+
+def vs_text(vs: VsKey) -> str:
+    """keepalived's FMT_VS: ``[addr]:proto:port``, ``FWM n`` or ``[group]:port``."""
+    if vs.kind is VsKind.FWMARK:
+        return f"FWM {vs.fwmark}"
+    if vs.kind is VsKind.GROUP:
+        return f"[{vs.group}]:{vs.port or 0}"
+    return _trio(vs.address, vs.protocol, vs.port)
+
+
+def rs_text(rs: RsKey) -> str:
+    """keepalived's FMT_RS: ``[addr]:proto:port`` with the virtual server's protocol."""
+    return _trio(rs.address, rs.vs.protocol, rs.port)
+
+
 def service_text(key: ServiceKey) -> str:
     """A kernel service as keepalived names a virtual server: ``[addr]:proto:port``."""
     if key.fwmark:
         return f"FWM {key.fwmark}"
-    proto = key.protocol.value.lower() if key.protocol else "none"
-    return f"[{key.address}]:{proto}:{key.port}"
+    return _trio(key.address, key.protocol, key.port)
 
 
 def _dest_text(address: str, port: int, service: ServiceKey) -> str:
-    proto = service.protocol.value.lower() if service.protocol else "none"
-    return f"[{address}]:{proto}:{port}"
+    return _trio(address, service.protocol, port)
+
+
+def fifo_line(event: object) -> str | None:
+    """The notify FIFO line of an event (keepalived ipwrapper.c `notify_fifo_rs`/`_vs`),
+    None for events that have none."""
+    if isinstance(event, RealServerUp | RealServerDown):
+        state = "UP" if isinstance(event, RealServerUp) else "DOWN"
+        return f"RS {rs_text(event.rs)} {vs_text(event.rs.vs)} {state}\n"
+    if isinstance(event, QuorumGained | QuorumLost):
+        state = "UP" if isinstance(event, QuorumGained) else "DOWN"
+        return f"VS {vs_text(event.vs)} {state}\n"
+    return None
 
 
 Where = CheckKey | RsKey | Target
@@ -308,17 +347,16 @@ def event_messages(event: Any) -> list[tuple[int, str]]:
     if isinstance(event, CheckerDown):
         return [(logging.WARNING, _checker_down_text(event.check, event.failures))]
     if isinstance(event, RealServerUp):
-        rs = event.rs
-        return [(logging.INFO, f"Adding service {rs_text(rs)} to VS {vs_text(rs.vs)}")]
+        return _rs_up(event)
     if isinstance(event, RealServerDown):
-        return [_rs_down(event)]
+        return _rs_down(event)
     if isinstance(event, WeightChanged):
         rs = event.rs
-        state = "" if getattr(event, "active", True) else "in"
+        state = "" if event.active else "in"
         return [(logging.INFO, f"Changing weight from {event.old} to {event.new} for "
                                f"{state}active service {rs_text(rs)} of VS {vs_text(rs.vs)}")]
     if isinstance(event, QuorumGained | QuorumLost):
-        return [_quorum(event)]
+        return _quorum(event)
     if isinstance(event, SorryServerIn | SorryServerOut):
         return _sorry(event)
     if isinstance(event, RemovalBudgetTripped):
@@ -333,42 +371,61 @@ def event_messages(event: Any) -> list[tuple[int, str]]:
     return [(logging.INFO, str(event))]
 
 
-def _rs_down(event: RealServerDown) -> tuple[int, str]:
-    rs = event.rs
-    if event.stopping:
-        return (logging.INFO, f"Shutting down service {rs_text(rs)} from VS {vs_text(rs.vs)}")
-    text = f"Removing service {rs_text(rs)} from VS {vs_text(rs.vs)}"
+def _rs_up(event: RealServerUp) -> list[tuple[int, str]]:
+    """ipwrapper.c `perform_svr_state`. A start-up announcement (rs_init_notifies, an
+    alpha check's first success) only runs notifiers, as in keepalived: no line."""
+    if event.cause is Cause.START:
+        return []
+    rs, vs = rs_text(event.rs), vs_text(event.rs.vs)
+    if event.inhibit:
+        return [(logging.INFO, f"Enabling service {rs} of VS {vs}")]
+    return [(logging.INFO, f"Adding service {rs} to VS {vs}")]
+
+
+def _rs_down(event: RealServerDown) -> list[tuple[int, str]]:
+    """`perform_svr_state`; `clear_service_rs` for a reload's removals and a stop."""
+    rs, vs = rs_text(event.rs), vs_text(event.rs.vs)
+    if event.cause is Cause.START:  # an alpha check's first failure: notifiers only
+        return []
+    if event.cause is Cause.STOP:
+        return [(logging.INFO, f"Shutting down service {rs} from VS {vs}")]
+    if event.cause is Cause.RELOAD:
+        return [(logging.INFO, f"Removing service {rs} from VS {vs}")]
+    if event.inhibit:
+        text = f"Disabling service {rs} of VS {vs}"
+    else:
+        text = f"Removing service {rs} from VS {vs}"
     if event.kept_by_budget:
         text += " (kept in IPVS by the removal budget)"
-    return (logging.WARNING, text)
+    return [(logging.WARNING, text)]
 
 
-def _quorum(event: QuorumGained | QuorumLost) -> tuple[int, str]:
+def _quorum(event: QuorumGained | QuorumLost) -> list[tuple[int, str]]:
+    """`update_quorum_state`: keepalived prints quorum, hysteresis, the threshold it
+    compared with and the weight sum. At start (and on a reload, init=true) a virtual
+    server without quorum "starts with quorum down" and the threshold printed is
+    quorum+hysteresis behind a minus sign, exactly as keepalived prints it."""
     vs = vs_text(event.vs)
-    quorum = getattr(event, "quorum", None)
-    hysteresis = getattr(event, "hysteresis", None)
-    gained = isinstance(event, QuorumGained)
-    if quorum is not None and hysteresis is not None:
-        sign, cmp = ("+", "<=") if gained else ("-", ">")
-        formula = f"{quorum}{sign}{hysteresis}={event.threshold}"
-    else:
-        formula, cmp = str(event.threshold), "<=" if gained else ">"
-    if gained:
-        return (logging.INFO, f"Gained quorum {formula} {cmp} {event.weight_sum} for VS {vs}")
-    text = f"Lost quorum {formula} {cmp} {event.weight_sum} for VS {vs}"
-    if event.stopping:
-        return (logging.INFO, text + " (shutting down)")
-    return (logging.WARNING, text)
+    if event.cause in (Cause.RELOAD, Cause.STOP):  # update_vs_notifies logs nothing
+        why = "removed by a reload" if event.cause is Cause.RELOAD else "shutting down"
+        return [(DETAIL, f"Quorum down for VS {vs} ({why}): running its notifiers")]
+    numbers = f"{event.quorum}{'+' if isinstance(event, QuorumGained) else '-'}" \
+              f"{event.hysteresis}={event.threshold}"
+    if isinstance(event, QuorumGained):
+        return [(logging.INFO, f"Gained quorum {numbers} <= {event.weight_sum} for VS {vs}")]
+    what = "Starting with quorum down" if event.cause is Cause.START else "Lost quorum"
+    return [(logging.WARNING, f"{what} {numbers} > {event.weight_sum} for VS {vs}")]
 
 
 def _sorry(event: SorryServerIn | SorryServerOut) -> list[tuple[int, str]]:
-    vs = vs_text(event.vs)
-    server = getattr(event, "server", None)
-    name = f" {rs_text(server)}" if isinstance(server, RsKey) else ""
+    """`update_quorum_state` and `perform_quorum_state`."""
+    vs, server = vs_text(event.vs), rs_text(event.server)
     if isinstance(event, SorryServerIn):
-        return [(logging.WARNING, f"Adding sorry server{name} to VS {vs}"),
+        verb = "Enabling" if event.inhibit else "Adding"
+        return [(logging.WARNING, f"{verb} sorry server {server} to VS {vs}"),
                 (logging.INFO, f"Removing alive servers from the pool for VS {vs}")]
-    return [(logging.INFO, f"Removing sorry server{name} from VS {vs}"),
+    verb = "Disabling" if event.inhibit else "Removing"
+    return [(logging.INFO, f"{verb} sorry server {server} from VS {vs}"),
             (logging.INFO, f"Adding alive servers to the pool for VS {vs}")]
 
 

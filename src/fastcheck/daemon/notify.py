@@ -6,10 +6,10 @@ Owns: turning health events (`RealServerUp`, `RealServerDown`, `QuorumGained`,
 keepalived's script security test, a timeout per run (SIGTERM then SIGKILL of the
 script's process group) — a bounded queue with bounded concurrency where the scripts of
 one real server (or one virtual server's quorum) run one after another in event order,
-and keepalived's notify FIFO lines (``RS <rs> <vs> UP|DOWN``, ``VS <vs> UP|DOWN``).
-Must not: decide health, block the event loop (spawns are fork/exec, exits are awaited
-through pidfds), raise out of `on_event` (failures are logged and counted), or know
-keyword spellings.
+and writing keepalived's notify FIFO lines (their text is `log.fifo_line`'s).
+Must not: decide health, word keepalived's lines (daemon/log.py does), block the event
+loop (spawns are fork/exec, exits are awaited through pidfds), raise out of `on_event`
+(failures are logged and counted), or know keyword spellings.
 
 keepalived (2.2.7 lib/notify.c notify_exec, check/ipwrapper.c do_rs_notifies,
 do_vs_notifies, notify_fifo_rs/vs) passes no arguments beyond the configured command
@@ -39,7 +39,7 @@ from typing import Any, Final
 
 from fastcheck.errors import ProbeError
 from fastcheck.health.events import QuorumGained, QuorumLost, RealServerDown, RealServerUp
-from fastcheck.model import GlobalDefs, RsKey, Script, VsKey, VsKind
+from fastcheck.model import GlobalDefs, Script
 from fastcheck.scripts import (
     REAP_WAIT_S,
     TERM_GRACE_S,
@@ -51,6 +51,8 @@ from fastcheck.scripts import (
     spawn,
     split_command,
 )
+
+from .log import fifo_line, rs_text, vs_text
 
 log = logging.getLogger("fastcheck")
 
@@ -84,47 +86,19 @@ class _Prepared:
 
 @dataclass(frozen=True, slots=True)
 class _Job:
-    what: str  # "notify_up of 10.0.0.5:80 of TCP 10.0.0.1:80"
+    what: str  # "notify_up of [10.0.0.5]:tcp:80 of VS [10.0.0.1]:tcp:80"
     script: Script
     key: Hashable  # runs with the same key are serialised
-
-
-def _proto(vs: VsKey) -> str:
-    return vs.protocol.value.lower() if vs.protocol is not None else "none"
-
-
-def vs_text(vs: VsKey) -> str:
-    """keepalived's FMT_VS: ``[addr]:proto:port``, ``FWM n`` or ``[group]:port``."""
-    if vs.kind is VsKind.FWMARK:
-        return f"FWM {vs.fwmark}"
-    if vs.kind is VsKind.GROUP:
-        return f"[{vs.group}]:{vs.port or 0}"
-    return f"[{vs.address}]:{_proto(vs)}:{vs.port or 0}"
-
-
-def rs_text(rs: RsKey) -> str:
-    """keepalived's FMT_RS: ``[addr]:proto:port`` with the virtual server's protocol."""
-    return f"[{rs.address}]:{_proto(rs.vs)}:{rs.port}"
-
-
-def fifo_line(event: Any) -> str | None:
-    """The notify FIFO line of an event (keepalived's format), None for other events."""
-    if isinstance(event, RealServerUp | RealServerDown):
-        state = "UP" if isinstance(event, RealServerUp) else "DOWN"
-        return f"RS {rs_text(event.rs)} {vs_text(event.rs.vs)} {state}\n"
-    if isinstance(event, QuorumGained | QuorumLost):
-        state = "UP" if isinstance(event, QuorumGained) else "DOWN"
-        return f"VS {vs_text(event.vs)} {state}\n"
-    return None
 
 
 def _job_of(event: Any) -> _Job | None:
     if isinstance(event, RealServerUp | RealServerDown) and event.script is not None:
         name = "notify_up" if isinstance(event, RealServerUp) else "notify_down"
-        return _Job(f"{name} of {event.rs}", event.script, ("rs", event.rs))
+        what = f"{name} of {rs_text(event.rs)} of VS {vs_text(event.rs.vs)}"
+        return _Job(what, event.script, ("rs", event.rs))
     if isinstance(event, QuorumGained | QuorumLost) and event.script is not None:
         name = "quorum_up" if isinstance(event, QuorumGained) else "quorum_down"
-        return _Job(f"{name} of {event.vs}", event.script, ("vs", event.vs))
+        return _Job(f"{name} of VS {vs_text(event.vs)}", event.script, ("vs", event.vs))
     return None
 
 

@@ -13,6 +13,13 @@ shape in check_tcp.c, check_misc.c …; check/ipwrapper.c `update_svr_checker_st
 - a failure while already down asks nothing: the probe keeps its `delay_loop` cadence
   (keepalived's REGISTER_CHECKER_FAILED path uses max(delay_before_retry, delay_loop));
 - a success resets the retry counter and brings the checker up.
+- "one failure is enough" (`decisive`): after a fresh start every check's first failure
+  takes it down without retries, until its first success (check_data.c sets
+  `retry_it = retry` when not reloading); a reload sets it on the new checks of a real
+  server that has failed (ipwrapper.c `migrate_checkers`).
+- a check's first decisive result that leaves it as it started runs the real server's
+  notifier when the check is alpha or the result a failure (`update_svr_checker_state`:
+  `is_up == alive && !has_run`): `Step.CONFIRMED`.
 - Every failure class counts the same, except an HTTP status mismatch: it takes the
   checker down at once, as keepalived 1.2 (the FULLNAT fork our users run) does in
   http_handle_response, and as they rely on. keepalived 2.2.7 sends it through
@@ -92,13 +99,14 @@ class Step(enum.Enum):
     RETRY = "retry"  # counted a failure, still has retries: ask for an early probe
     WENT_UP = "went_up"
     WENT_DOWN = "went_down"
+    CONFIRMED = "confirmed"  # first decisive result, state unchanged: notify anyway
 
 
 class Checker:
     """The state of one check (one `CheckKey`)."""
 
-    __slots__ = ("check", "failures", "has_run", "key", "offset", "probe_id", "state",
-                 "successes", "weight")
+    __slots__ = ("check", "decisive", "failures", "has_run", "key", "offset", "probe_id",
+                 "state", "successes", "weight")
 
     def __init__(self, key: CheckKey, check: Check, probe_id: int) -> None:
         self.key = key
@@ -108,6 +116,7 @@ class Checker:
         self.failures = 0
         self.successes = 0
         self.has_run = False
+        self.decisive = False  # the next failure takes it down without retries
         self.weight: int | None = None  # absolute weight (MISC misc_dynamic)
         self.offset = 0  # weight offset (FILE_CHECK)
 
@@ -119,6 +128,7 @@ class Checker:
         """Take over the counters and weights of the same check before a reload."""
         self.state, self.failures, self.successes = old.state, old.failures, old.successes
         self.has_run, self.weight, self.offset = old.has_run, old.weight, old.offset
+        self.decisive = old.decisive
 
     def step(self, ok: bool, failure: Failure | None, rise: int) -> Step:
         rule = RULES[self.state, ok]
@@ -126,21 +136,27 @@ class Checker:
             rule = Rule.COUNT_FAILURE  # alpha: first failures still retry
         if not ok and not RETRYABLE.get(failure, True):
             self.failures = self.check.retry  # next count goes over the limit
+        first = not self.has_run
         self.has_run = True
+        if ok:
+            self.decisive = False
         if rule is Rule.RESET_UP:
             self.failures = 0
             was = self.state
             self.state = CheckState.UP
-            return Step.NONE if was in UP_STATES else Step.WENT_UP
+            if was in UP_STATES:
+                return Step.CONFIRMED if first and self.check.alpha else Step.NONE
+            return Step.WENT_UP
         if rule is Rule.COUNT_FAILURE:
             self.successes = 0
             self.failures += 1
-            if self.failures <= self.check.retry:
+            if self.failures <= self.check.retry and not self.decisive:
                 if self.state is CheckState.UP:
                     self.state = CheckState.RETRYING
                 return Step.RETRY
+            self.decisive = False
             if self.state is CheckState.DOWN:
-                return Step.NONE
+                return Step.CONFIRMED if first else Step.NONE
             self.state = CheckState.DOWN
             return Step.WENT_DOWN
         if rule is Rule.COUNT_SUCCESS:
@@ -162,4 +178,5 @@ class Checker:
                 "ordinal": self.key.ordinal, "state": self.state.value,
                 "failures": self.failures, "successes": self.successes,
                 "retry": self.check.retry, "has_run": self.has_run,
-                "weight": self.weight, "weight_offset": self.offset}
+                "decisive": self.decisive, "weight": self.weight,
+                "weight_offset": self.offset}

@@ -1,15 +1,34 @@
 """What the health layer tells the daemon: past-tense, frozen event records.
 
-Owns: every event type `HealthState` emits and the `Event` union.
+Owns: every event type `HealthState` emits, the `Event` union, and `Cause` — why a
+real-server or quorum event happened, which decides its log line (daemon/log.py) and
+nothing else: every RealServer*/Quorum* event runs its script and writes its FIFO line.
 Must not: act on anything — the daemon runs notify scripts, asks the scheduler for early
 retries (`Scheduler.after_failure`) and pushes `live_table()` to the kernel.
+
+Events carry everything their keepalived log line needs (quorum and hysteresis for the
+quorum arithmetic, the inhibit flag for "Disabling/Enabling", the sorry server's
+address), so no consumer looks anything up or probes attributes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import KW_ONLY, dataclass
 
 from fastcheck.model import CheckKey, RsKey, Script, VsKey
+
+
+class Cause(enum.Enum):
+    """Why a real-server or quorum event was emitted (keepalived 2.2.7 check/ipwrapper.c)."""
+
+    CHECK = "check"  # a check result changed it (perform_svr_state, update_quorum_state)
+    START = "start"  # the state something starts in is announced: start-up, or what a
+    #                  reload adds (init_service_rs rs_init_notifies, update_quorum_state
+    #                  init=true, an alpha check's first result)
+    RELOAD = "reload"  # a reload removed it (clear_service_rs / update_vs_notifies), or
+    #                    gave a failed real server new checks (migrate_checkers)
+    STOP = "stop"  # stopping, omega (clear_services)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +57,9 @@ class RealServerUp:
     rs: RsKey
     weight: int
     script: Script | None  # notify_up, for the daemon to run
+    _: KW_ONLY
+    inhibit: bool = False  # inhibit_on_failure: keepalived says "Enabling service"
+    cause: Cause = Cause.CHECK
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +67,14 @@ class RealServerDown:
     rs: RsKey
     script: Script | None  # notify_down
     kept_by_budget: bool = False  # the removal budget kept it in the IPVS table
-    stopping: bool = False  # emitted by `shutdown()` (omega)
+    _: KW_ONLY
+    inhibit: bool = False  # inhibit_on_failure: kept at weight 0, "Disabling service"
+    cause: Cause = Cause.CHECK
+
+    @property
+    def stopping(self) -> bool:
+        """Emitted by `shutdown()` (omega)."""
+        return self.cause is Cause.STOP
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,33 +82,49 @@ class WeightChanged:
     rs: RsKey
     old: int
     new: int
+    active: bool = True  # the real server was alive (keepalived "active"/"inactive")
 
 
 @dataclass(frozen=True, slots=True)
 class QuorumGained:
     vs: VsKey
     weight_sum: int
-    threshold: int
+    threshold: int  # quorum + hysteresis
     script: Script | None  # quorum_up
+    _: KW_ONLY
+    quorum: int
+    hysteresis: int
+    cause: Cause = Cause.CHECK
 
 
 @dataclass(frozen=True, slots=True)
 class QuorumLost:
     vs: VsKey
     weight_sum: int
-    threshold: int
+    threshold: int  # quorum - hysteresis (quorum + hysteresis when starting down)
     script: Script | None  # quorum_down
-    stopping: bool = False
+    _: KW_ONLY
+    quorum: int
+    hysteresis: int
+    cause: Cause = Cause.CHECK
+
+    @property
+    def stopping(self) -> bool:
+        return self.cause is Cause.STOP
 
 
 @dataclass(frozen=True, slots=True)
 class SorryServerIn:
     vs: VsKey
+    server: RsKey  # the sorry server, named like a real server of `vs`
+    inhibit: bool  # sorry_server_inhibit: it was in the table at weight 0 ("Enabling")
 
 
 @dataclass(frozen=True, slots=True)
 class SorryServerOut:
     vs: VsKey
+    server: RsKey
+    inhibit: bool  # stays in the table at weight 0 ("Disabling")
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,7 @@ def _settings(forwarding: Forwarding, weight: int) -> DestinationSettings:
 
 class _Vs:
     __slots__ = ("budget", "cfg", "key", "live_sum", "quorum_up", "servers", "services",
-                 "sorry_key", "sorry_settings", "vip_present")
+                 "sorry_key", "sorry_rs", "sorry_settings", "vip_present")
 
     def __init__(self, cfg: VirtualServer, services: tuple[ServiceKey, ...]) -> None:
         self.cfg = cfg
@@ -88,6 +88,7 @@ class _Vs:
         self.budget: RemovalBudget | None = None
         sorry = cfg.sorry_server
         self.sorry_key = DestinationKey(sorry.address, sorry.port) if sorry else None
+        self.sorry_rs = RsKey(cfg.key, sorry.address, sorry.port) if sorry else None
         self.sorry_settings = _settings(sorry.forwarding, 1) if sorry else None
 
     @property
@@ -144,6 +145,7 @@ class HealthState:
                 for check_key, check in rs_cfg.check_keys(rs_key):
                     probe_id = ids.get(check_key.probe, -1)
                     checker = Checker(check_key, check, probe_id)
+                    checker.decisive = True  # a fresh start: one failure is enough
                     rs.checkers.append(checker)
                     self._checkers[check_key] = checker
                     self._by_probe.setdefault(probe_id, []).append((checker, rs))
@@ -160,6 +162,12 @@ class HealthState:
         if not opts.budget_per_vs:
             self.budgets[None] = self.budget
         self._tripped: dict[RemovalBudget, VsKey | None] = {}
+        # What `settle()` announces next: the start state of these virtual and real
+        # servers (all of them on a fresh start; what a reload adds), and events a
+        # reload computed (removals, revived servers) — see reload.py.
+        self._fresh_vs: set[VsKey] = set(self._vs)
+        self._fresh_rs: set[RsKey] = set(self._rs)
+        self._pending: list[ev.Event] = []
         self._derive_all(initial=True)
 
     # ------------------------------------------------------------------ building
@@ -207,8 +215,9 @@ class HealthState:
 
     def _dest_weight(self, rs: _Rs) -> int | None:
         in_pool = rs.up or rs.held
-        if rs.vs.sorry_active:  # perform_quorum_state: only alive servers leave the pool
-            return 0 if not in_pool and rs.cfg.inhibit_on_failure else None
+        if rs.vs.sorry_active:  # perform_quorum_state: the alive servers leave the pool,
+            # and ipvs_cmd turns the removal of an inhibited one into weight 0
+            return 0 if rs.cfg.inhibit_on_failure else None
         if in_pool:
             return rs.table_weight
         return 0 if rs.cfg.inhibit_on_failure else None
@@ -266,13 +275,15 @@ class HealthState:
             if rs.vs.cfg.ha_suspend and not rs.vs.vip_present:
                 continue
             if result.ok:
-                if result.weight is not None:
-                    checker.weight = result.weight
+                # MISC_CHECK: an exit status of 0 (no weight) means the configured weight
+                checker.weight = result.weight
                 if result.weight_offset is not None:
                     checker.offset = result.weight_offset
             else:
-                checker.weight, checker.offset = None, 0
+                checker.offset = 0
             step = checker.step(result.ok, result.failure, rise)
+            if not result.ok and not checker.up:
+                checker.weight = None  # keepalived keeps it while retries remain
             if step is Step.RETRY:
                 events.append(ev.RetryRequested(probe_id, checker.key,
                                                 checker.check.delay_before_retry_s,
@@ -283,16 +294,32 @@ class HealthState:
             elif step is Step.WENT_DOWN:
                 rs.failed += 1
                 events.append(ev.CheckerDown(checker.key, checker.failures))
+            elif step is Step.CONFIRMED:
+                self._confirm(checker, rs, result.ok, events)
             self._update_rs(now, rs, events)
         if self._tripped:
             self._recover(now, events)
         return events
 
+    def _confirm(self, checker: Checker, rs: _Rs, ok: bool, events: list[ev.Event]) -> None:
+        """A check's first result left it as it started (alpha, or a failure): keepalived
+        logs the check's line and runs the real server's notifier for its current state."""
+        events.append(ev.CheckerUp(checker.key) if ok
+                      else ev.CheckerDown(checker.key, checker.failures))
+        inhibit = rs.cfg.inhibit_on_failure
+        if rs.up:
+            events.append(ev.RealServerUp(rs.key, rs.weight, rs.cfg.notify_up,
+                                          inhibit=inhibit, cause=ev.Cause.START))
+        else:
+            events.append(ev.RealServerDown(rs.key, rs.cfg.notify_down, rs.held,
+                                            inhibit=inhibit, cause=ev.Cause.START))
+
     def _update_rs(self, now: float, rs: _Rs, events: list[ev.Event]) -> None:
         want_up = rs.failed == 0
         weight = self._effective(rs)
         if weight != rs.weight:
-            events.append(ev.WeightChanged(rs.key, rs.weight, weight))
+            if want_up or not rs.up:  # a check going down drops its weight silently
+                events.append(ev.WeightChanged(rs.key, rs.weight, weight, rs.up))
             rs.weight = weight
         if want_up != rs.up:
             rs.up = want_up
@@ -303,7 +330,8 @@ class HealthState:
                 if self.options.slow_start_s > 0 and not was_held:
                     rs.ramp_start = now
                     self._ramping[rs.key] = rs
-                events.append(ev.RealServerUp(rs.key, weight, rs.cfg.notify_up))
+                events.append(ev.RealServerUp(rs.key, weight, rs.cfg.notify_up,
+                                              inhibit=rs.cfg.inhibit_on_failure))
             else:
                 removed, tripped = budget.request_removal(now, rs.key)
                 rs.held = not removed
@@ -314,7 +342,8 @@ class HealthState:
                     self._tripped[budget] = scope
                     events.append(ev.RemovalBudgetTripped(
                         len(budget.recent), budget.limit, budget.trips, scope))
-                events.append(ev.RealServerDown(rs.key, rs.cfg.notify_down, rs.held))
+                events.append(ev.RealServerDown(rs.key, rs.cfg.notify_down, rs.held,
+                                                inhibit=rs.cfg.inhibit_on_failure))
         rs.table_weight = self._ramped(rs, now) if rs.ramp_start is not None else rs.weight
         self._refresh(rs, events)
 
@@ -327,20 +356,35 @@ class HealthState:
         self._put(rs)
         self._check_quorum(vs, events)
 
-    def _check_quorum(self, vs: _Vs, events: list[ev.Event]) -> None:
+    def _check_quorum(self, vs: _Vs, events: list[ev.Event],
+                      cause: ev.Cause = ev.Cause.CHECK) -> None:
         cfg = vs.cfg
         up = next_quorum(vs.quorum_up, vs.live_sum, cfg.quorum, cfg.hysteresis)
         if up is vs.quorum_up:
             return
         limit = threshold(vs.quorum_up, cfg.quorum, cfg.hysteresis)
         vs.quorum_up = up
-        if up:
-            events.append(ev.QuorumGained(vs.key, vs.live_sum, limit, cfg.quorum_up))
-        else:
-            events.append(ev.QuorumLost(vs.key, vs.live_sum, limit, cfg.quorum_down))
+        self._quorum_events(vs, limit, cause, events, swap=True)
         if vs.sorry_key is not None:
-            events.append(ev.SorryServerOut(vs.key) if up else ev.SorryServerIn(vs.key))
             self._sync_vs(vs)
+
+    def _quorum_events(self, vs: _Vs, limit: int, cause: ev.Cause, events: list[ev.Event],
+                       swap: bool) -> None:
+        """keepalived `update_quorum_state`: the quorum event of vs's current state and,
+        with a sorry server, its swap (`swap`: it was in the table, or is going in)."""
+        cfg = vs.cfg
+        if vs.quorum_up:
+            events.append(ev.QuorumGained(vs.key, vs.live_sum, limit, cfg.quorum_up,
+                                          quorum=cfg.quorum, hysteresis=cfg.hysteresis,
+                                          cause=cause))
+        else:
+            events.append(ev.QuorumLost(vs.key, vs.live_sum, limit, cfg.quorum_down,
+                                        quorum=cfg.quorum, hysteresis=cfg.hysteresis,
+                                        cause=cause))
+        if vs.sorry_rs is not None and (swap or not vs.quorum_up):
+            inhibit = cfg.sorry_server.inhibit if cfg.sorry_server else False
+            events.append(ev.SorryServerOut(vs.key, vs.sorry_rs, inhibit) if vs.quorum_up
+                          else ev.SorryServerIn(vs.key, vs.sorry_rs, inhibit))
 
     def _recover(self, now: float, events: list[ev.Event]) -> None:
         for budget, scope in list(self._tripped.items()):
@@ -394,41 +438,66 @@ class HealthState:
         return []
 
     def shutdown(self) -> list[ev.Event]:
-        """omega: the notifiers a stop runs — notify_down of every live real server and
-        quorum_down of every VS holding quorum, for virtual servers with omega set
-        (keepalived ipwrapper.c `clear_service_rs`/`update_vs_notifies`, stopping)."""
+        """What a stop announces (keepalived ipwrapper.c `clear_services`): for each virtual
+        server with omega, notify_down of every live real server still in the table, then
+        quorum_down whatever its quorum state (`update_vs_notifies(vs, stopping=true)`
+        always notifies). With `lvs_flush_on_stop` the table is flushed and only the
+        quorum_down notifiers run."""
         events: list[ev.Event] = []
+        flushed = self.config.global_defs.lvs_flush_on_stop != "off"
         for vs in self._vs.values():
             if not vs.cfg.omega:
                 continue
-            for rs in vs.servers:
-                if rs.up:
-                    events.append(ev.RealServerDown(rs.key, rs.cfg.notify_down, stopping=True))
-            if vs.quorum_up:
-                events.append(ev.QuorumLost(
-                    vs.key, vs.live_sum, threshold(True, vs.cfg.quorum, vs.cfg.hysteresis),
-                    vs.cfg.quorum_down, stopping=True))
+            cfg = vs.cfg
+            if not flushed:
+                for rs in vs.servers:
+                    if rs.up and rs.put is not None:
+                        events.append(ev.RealServerDown(rs.key, rs.cfg.notify_down,
+                                                        inhibit=rs.cfg.inhibit_on_failure,
+                                                        cause=ev.Cause.STOP))
+            weight_sum = vs.live_sum if flushed else 0
+            events.append(ev.QuorumLost(vs.key, weight_sum, cfg.quorum - cfg.hysteresis,
+                                        cfg.quorum_down, quorum=cfg.quorum,
+                                        hysteresis=cfg.hysteresis, cause=ev.Cause.STOP))
         return events
 
-    # ------------------------------------------------------------------ reload, status
+    # ------------------------------------------------------------------ start, reload, status
 
     def startup_events(self) -> list[ev.Event]:
-        """What start-up announces: keepalived (`update_quorum_state(vs, init=true)`)
-        runs quorum_down for a VS that starts without quorum only when it has a sorry
-        server (which enters the table); without one it says nothing."""
-        events: list[ev.Event] = []
-        for vs in self._vs.values():
-            if vs.sorry_active:
-                limit = threshold(False, vs.cfg.quorum, vs.cfg.hysteresis)
-                events.append(ev.QuorumLost(vs.key, vs.live_sum, limit, vs.cfg.quorum_down))
-                events.append(ev.SorryServerIn(vs.key))
-        return events
+        """What start-up announces (keepalived `init_services`): see `settle()`."""
+        return self.settle()
 
     def settle(self) -> list[ev.Event]:
-        """Re-decide every VS's quorum (after `carry_over`): the flips it implies."""
-        events: list[ev.Event] = []
+        """What start-up or a reload announces, in keepalived's order (ipwrapper.c
+        `clear_diff_services`, then `init_service_vs` for each virtual server):
+
+        - after a reload, the events it computed (`carry_over`): notify_down of live real
+          servers it removed, quorum_down of virtual servers it removed, notify_up of
+          failed real servers whose failed checks it replaced;
+        - with `rs_init_notifies`, notify_up of each new live real server;
+        - a new virtual server starts with quorum down: "Gained quorum" and quorum_up
+          once its real servers are in, or, if they are not enough and it has a sorry
+          server, "Starting with quorum down" and quorum_down (`update_quorum_state`
+          init=true; without a sorry server it says nothing);
+        - a kept virtual server: the quorum flip the new configuration implies.
+        """
+        events, self._pending = self._pending, []
+        init_notifies = self.config.global_defs.rs_init_notifies
         for vs in self._vs.values():
-            self._check_quorum(vs, events)
+            if init_notifies and self._fresh_rs:
+                for rs in vs.servers:
+                    if rs.key in self._fresh_rs and rs.up:
+                        events.append(ev.RealServerUp(rs.key, rs.weight, rs.cfg.notify_up,
+                                                      inhibit=rs.cfg.inhibit_on_failure,
+                                                      cause=ev.Cause.START))
+            if vs.key not in self._fresh_vs:
+                self._check_quorum(vs, events, ev.Cause.START)
+            elif vs.quorum_up or vs.sorry_rs is not None:
+                cfg = vs.cfg
+                self._quorum_events(vs, threshold(False, cfg.quorum, cfg.hysteresis),
+                                    ev.Cause.START, events, swap=False)
+        self._fresh_vs.clear()
+        self._fresh_rs.clear()
         return events
 
     def real_server_up(self, rs_key: RsKey) -> bool:
