@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from fastcheck.diff import ConfigDiff
 from fastcheck.errors import FastcheckError
-from fastcheck.health.events import CheckerUp
+from fastcheck.health.events import CheckerUp, ProbeRescheduled, RetryRequested
 from fastcheck.ipvs.backend import IpvsBackend, OpFailure
 from fastcheck.ipvs.ops import DestinationOp, LocalAddressOp, Op, ServiceOp
 from fastcheck.ipvs.reconcile import reconcile
@@ -60,8 +60,8 @@ class Health(Protocol):
     """What the runtime needs from the health layer (sans-IO; time comes in as `now`).
 
     `fastcheck.health.HealthState` is the real one. Events are opaque to the runtime and
-    logged with `str()`, except a retry request: any event with `probe_id: int` and
-    `delay_s: float` attributes moves that probe's next run (`driver.after_failure`).
+    logged with `str()`, except `ProbeRescheduled`, which moves that probe's next run
+    (`engine.reschedule`).
     """
 
     def on_result(self, now: float, probe_id: int, result: ProbeResult) -> list[Any]: ...
@@ -390,11 +390,10 @@ class Runtime:
         self.observers.events(self, events)
         for event in events:
             self.counters.events += 1
-            probe_id = getattr(event, "probe_id", None)
-            delay = getattr(event, "delay_s", None)
-            if isinstance(probe_id, int) and isinstance(delay, int | float):
-                self.engine.after_failure(probe_id, float(delay))
-            else:
+            if isinstance(event, ProbeRescheduled):
+                self.engine.reschedule(event.probe_id, event.delay_s)
+                continue  # scheduling, not news: neither notified nor logged
+            if not isinstance(event, RetryRequested):
                 self.notifier.on_event(event)
             if isinstance(event, CheckerUp):
                 for failure in Failure:  # a new failure after recovery logs at once
