@@ -3,11 +3,12 @@
 Owns: every scheduled probe's next deadline and in-flight state, the global and per-target
 concurrency limits, and the start-lag statistics (`LagHistogram`, counters).
 Must not: read a clock (time comes in as `now`), do I/O, import asyncio, run probes or
-interpret their results — health/ decides retries and says so via `after_failure`.
+interpret their results — health/ decides retries and each owner's cadence, and says
+when it wants the next run via `reschedule`.
 
 Shape: `add`/`remove`, then `due(now)` → probe ids to start, `finished(id, now)` when a
-run is over, `after_failure(id, now, delay)` when health wants an early retry, and
-`next_deadline()` for the driver's one timer.
+run is over, `reschedule(id, now, delay)` when health wants the next run elsewhere than
+the next slot, and `next_deadline()` for the driver's one timer.
 
 Timing rules:
 - First run: `now + bootstrap_s + uniform(0, warmup_s)` (keepalived: 1 s bootstrap delay
@@ -19,9 +20,12 @@ Timing rules:
 - Jitter: each regular run's deadline is its slot ± `jitter` × interval (uniform; never
   before the previous run's end). It moves single runs, never the slots, so it cannot
   accumulate. First runs (warmup spreads them) and retries are not jittered.
-- `after_failure(id, now, delay)`: the next run moves to `now + delay` if that is earlier
-  (earliest request wins; a request while in flight applies when the run finishes) and
-  the cadence re-anchors there — keepalived's "delay_loop after the retry", without drift.
+- `reschedule(id, now, delay)`: the next run moves to `now + delay`, earlier *or later*
+  than its slot (a `delay_before_retry` longer than `delay_loop` is honoured), and the
+  cadence re-anchors there — keepalived's "delay_loop after the retry", without drift.
+  health/ asks once per result with the earliest time any owner of the probe wants it.
+  A request while a run is in flight is dropped: it was about the previous result, and
+  the run in flight brings health a new one to decide on.
 - Limits: a due probe whose global or per-target capacity is taken waits; it starts as
   soon as capacity frees, in deadline order, and the wait counts in its lag.
 - `remove` while in flight is safe: the run keeps its capacity until `finished(id)`
@@ -120,7 +124,7 @@ class SchedulerStats:
     in_flight: int  # runs started and not finished (removed probes' runs included)
     starts: int
     missed_runs: int  # slots swallowed by runs that overran their interval
-    retries: int  # after_failure requests that moved a run earlier
+    reschedules: int  # reschedule requests that moved a run (retries, owners' cadences)
     capacity_waits: int  # due() calls that stopped at the global limit with work due
     target_waits: int  # due probes parked behind their target's limit
     lag_p50_s: float
@@ -130,7 +134,7 @@ class SchedulerStats:
 
 
 class _Probe:
-    __slots__ = ("anchor", "deadline", "interval", "n", "retry_at", "running", "seq", "target")
+    __slots__ = ("anchor", "deadline", "interval", "n", "running", "seq", "target")
 
     def __init__(self, interval: float, target: Hashable | None) -> None:
         self.interval = interval
@@ -140,7 +144,6 @@ class _Probe:
         self.deadline = 0.0  # planned start of the next (or, while running, current) run
         self.seq = 0  # heap entry that is current; others are stale
         self.running = False
-        self.retry_at: float | None = None  # early retry asked for while running
 
 
 class Scheduler:
@@ -169,7 +172,7 @@ class Scheduler:
         self.lag = LagHistogram()
         self.starts = 0
         self.missed_runs = 0
-        self.retries = 0
+        self.reschedules = 0
         self.capacity_waits = 0
         self.target_waits = 0
 
@@ -309,33 +312,25 @@ class Scheduler:
         if skip > 1:
             self.missed_runs += skip - 1
         probe.n += skip
-        slot = probe.anchor + probe.n * interval
-        retry_at = probe.retry_at
-        if retry_at is not None:
-            probe.retry_at = None
-            if retry_at < slot:
-                self._retry(probe_id, probe, max(retry_at, now), now)
-                return True
-        self._push(probe_id, probe, slot, now)
+        self._push(probe_id, probe, probe.anchor + probe.n * interval, now)
         return True
 
-    def after_failure(self, probe_id: int, now: float, delay_before_retry_s: float) -> bool:
-        """health/ wants a retry `delay_before_retry_s` from now.
+    def reschedule(self, probe_id: int, now: float, delay_s: float) -> bool:
+        """health/ wants the next run `delay_s` from now (earlier or later than its slot).
 
-        True if that moved the next run earlier — or, for a run in flight, was noted to be
-        applied when it finishes; False if the next run already comes sooner.
+        True if that moved the next run; False for an unknown probe, a run in flight (the
+        request is stale, see the module docstring) or a run already planned then.
         """
         probe = self._probes.get(probe_id)
-        if probe is None:
+        if probe is None or probe.running:
             return False
-        at = now + max(delay_before_retry_s, 0.0)
-        if probe.running:
-            if probe.retry_at is None or at < probe.retry_at:
-                probe.retry_at = at
-            return True  # decided (and counted) when the run finishes
-        if at >= probe.deadline:
+        at = now + max(delay_s, 0.0)
+        if at == probe.deadline:
             return False
-        self._retry(probe_id, probe, at, now)
+        self.reschedules += 1
+        probe.anchor = at
+        probe.n = 0
+        self._push(probe_id, probe, at, now, jitter=False)
         return True
 
     # ------------------------------------------------------------------ metrics
@@ -344,18 +339,12 @@ class Scheduler:
         lag = self.lag
         return SchedulerStats(
             scheduled=len(self._probes), in_flight=self._in_flight, starts=self.starts,
-            missed_runs=self.missed_runs, retries=self.retries,
+            missed_runs=self.missed_runs, reschedules=self.reschedules,
             capacity_waits=self.capacity_waits, target_waits=self.target_waits,
             lag_p50_s=lag.quantile(0.5), lag_p99_s=lag.quantile(0.99), lag_max_s=lag.max,
             lag_mean_s=lag.mean)
 
     # ------------------------------------------------------------------ internals
-
-    def _retry(self, probe_id: int, probe: _Probe, at: float, now: float) -> None:
-        self.retries += 1
-        probe.anchor = at
-        probe.n = 0
-        self._push(probe_id, probe, at, now, jitter=False)
 
     def _push(self, probe_id: int, probe: _Probe, slot: float, now: float,
               jitter: bool = True) -> None:

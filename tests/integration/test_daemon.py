@@ -19,13 +19,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastcheck.config.loader import load_file
 from fastcheck.daemon.app import Options, Runtime, local_engine
 from fastcheck.diff import ConfigDiff
+from fastcheck.health.events import ProbeRescheduled
 from fastcheck.ipvs.memory import MemoryBackend
 from fastcheck.ipvs.ops import ServiceOp, Verb
 from fastcheck.ipvs.reconcile import reconcile
@@ -42,12 +42,6 @@ from fastcheck.probeplan import ProbePlan
 from fastcheck.probes.result import ProbeResult
 
 # ------------------------------------------------------------------------ the double
-
-
-@dataclass(frozen=True)
-class RetrySoon:
-    probe_id: int
-    delay_s: float
 
 
 class UpIfLastOk:
@@ -68,7 +62,7 @@ class UpIfLastOk:
                 events.append(f"real server {owner.rs} {'up' if result.ok else 'down'}")
             self.up[owner.rs] = result.ok
         if not result.ok:
-            events.append(RetrySoon(probe_id, 0.05))
+            events.append(ProbeRescheduled(probe_id, 0.05))
         return events
 
     def live_table(self) -> Table:

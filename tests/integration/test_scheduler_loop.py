@@ -132,7 +132,7 @@ def test_retry_and_remove_through_the_driver(runner):
         driver.start()
         await until(lambda: len(starts) == 2 and driver.scheduler.in_flight == 0)
         asked = driver.time()
-        assert driver.after_failure(1, 0.05)  # a retry long before the 10 s slot
+        assert driver.reschedule(1, 0.05)  # a retry long before the 10 s slot
         await until(lambda: len(starts) == 3)
         await asyncio.sleep(0.05)  # time for probe 2 to come back, were it not removed
         driver.close()
@@ -142,7 +142,7 @@ def test_retry_and_remove_through_the_driver(runner):
     assert [probe_id for probe_id, _ in starts] in ([1, 2, 1], [2, 1, 1])
     assert 0.05 - 0.002 <= starts[2][1] - asked < 0.05 + 0.1
     assert driver.scheduler.in_flight == 0
-    assert driver.scheduler.retries == 1
+    assert driver.scheduler.reschedules == 1
 
 
 def test_a_failing_start_callback_does_not_leak_capacity(runner):

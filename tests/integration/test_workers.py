@@ -224,7 +224,7 @@ def test_reload_adds_and_removes_probes_on_both_workers(run, servers):
     assert verdicts == expected(new_plan, closed)
 
 
-def test_after_failure_moves_the_next_run_earlier(run, servers):
+def test_reschedule_moves_the_next_run_earlier(run, servers):
     reals = [(h, servers.listening(h)) for h in HOSTS]
     config, plan = load(reals, delay_loop=60)
     record = Recorder()
@@ -237,7 +237,7 @@ def test_after_failure_moves_the_next_run_earlier(run, servers):
             await until(lambda: all(record.results[pid] for pid in plan.probes))
             for pid in plan.probes:
                 assert engine.accept(pid)
-                engine.after_failure(pid, 0.1)
+                engine.reschedule(pid, 0.1)
             # without the retry the next runs would be a minute away
             await until(lambda: all(len(record.results[pid]) >= 2 for pid in plan.probes))
         finally:

@@ -86,13 +86,15 @@ def test_retry_requests_then_down_and_notify_scripts() -> None:
     p = pid(plan, 1)
     events = state.on_result(0.0, p, FAIL)
     assert events == [ev.RetryRequested(p, state.checker(
-        next(iter(k for k in state._checkers if k.rs == rskey(cfg, 1)))).key, 2.0, 1)]
+        next(iter(k for k in state._checkers if k.rs == rskey(cfg, 1)))).key, 2.0, 1),
+        ev.ProbeRescheduled(p, 2.0)]
     assert dests(state) == {"172.16.0.1": 5, "172.16.0.2": 1}
     events = state.on_result(2.0, p, FAIL)
     assert kinds(events) == ["CheckerDown", "RealServerDown"]
     assert events[1] == ev.RealServerDown(rskey(cfg, 1), Script("/bin/down"))
     assert dests(state) == {"172.16.0.2": 1}
-    assert state.on_result(3.0, p, FAIL) == []  # already down: no retry request
+    # already down: no retry counted, but TCP_CHECK re-checks after delay_before_retry
+    assert state.on_result(3.0, p, FAIL) == [ev.ProbeRescheduled(p, 2.0)]
     events = state.on_result(9.0, p, OK)
     assert kinds(events) == ["CheckerUp", "RealServerUp"]
     assert events[1] == ev.RealServerUp(rskey(cfg, 1), 5, Script("/bin/up"))
@@ -107,7 +109,8 @@ def test_rs_up_only_when_all_checkers_up() -> None:
     assert kinds(state.on_result(1, http, FAIL)) == ["CheckerDown"]
     assert kinds(state.on_result(2, tcp, OK)) == ["CheckerUp"]
     assert not state.real_server_up(rskey(cfg, 1))
-    assert kinds(state.on_result(3, http, OK)) == ["CheckerUp", "RealServerUp"]
+    assert kinds(state.on_result(3, http, OK)) == []  # the failed url answers: a pass begins
+    assert kinds(state.on_result(4, http, OK)) == ["CheckerUp", "RealServerUp"]
 
 
 def test_rs_without_checks_is_always_up() -> None:
@@ -163,6 +166,7 @@ def test_misc_dynamic_weight_is_absolute_and_reset_when_the_check_goes_down() ->
     events = state.on_result(4, p, OK)
     assert events[-1] == ev.RealServerUp(rskey(cfg, 1), 10, None)
 
+
 def test_misc_dynamic_exit_zero_means_the_configured_weight() -> None:
     cfg = config(rs_block(1, 10, checks="misc") + rs_block(2))
     state, plan = build(cfg)
@@ -171,6 +175,7 @@ def test_misc_dynamic_exit_zero_means_the_configured_weight() -> None:
     # exit 0 (a success without a weight): keepalived sets cur_weight 0, the configured one
     assert state.on_result(1, p, OK) == [ev.WeightChanged(rskey(cfg, 1), 3, 10)]
     assert dests(state)["172.16.0.1"] == 10
+
 
 def test_misc_dynamic_weight_survives_failures_while_retries_remain() -> None:
     misc = 'MISC_CHECK {\n misc_path "/bin/w"\n misc_dynamic\n retry 2\n }\n'
@@ -182,11 +187,11 @@ def test_misc_dynamic_weight_survives_failures_while_retries_remain() -> None:
     state.on_result(0, p, ProbeResult.up(weight=50))  # 51 ≥ 20: gained
     assert state.quorum_up(vs)
     for now in (1.0, 2.0):  # retries left: the dynamic weight stays, so does quorum
-        assert kinds(state.on_result(now, p, FAIL)) == ["RetryRequested"]
+        assert kinds(state.on_result(now, p, FAIL)) == ["RetryRequested", "ProbeRescheduled"]
         assert state.quorum_up(vs) and dests(state)["172.16.0.1"] == 50
     assert state.on_result(3.0, p, ProbeResult.up(weight=50)) == []
     events = state.on_result(4.0, p, FAIL)
-    assert kinds(events) == ["RetryRequested"] and state.quorum_up(vs)
+    assert kinds(events) == ["RetryRequested", "ProbeRescheduled"] and state.quorum_up(vs)
 
 
 def test_file_weight_offset_added_and_clamped() -> None:

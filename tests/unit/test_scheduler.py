@@ -127,61 +127,60 @@ def test_late_start_keeps_the_cadence():
 # --------------------------------------------------------------------------- retries
 
 
-def test_after_failure_schedules_an_earlier_retry_and_reanchors():
+def test_reschedule_earlier_retries_and_reanchors():
     sched = make()
     sched.add(1, T0, 10.0)
     sched.due(T0)
     sched.finished(1, T0 + 0.5)
-    assert sched.after_failure(1, T0 + 0.5, 2.0)
+    assert sched.reschedule(1, T0 + 0.5, 2.0)
     assert sched.next_deadline() == T0 + 2.5
     assert sched.due(T0 + 2.5) == [1]
     sched.finished(1, T0 + 3.0)
     # the retry run re-anchors the cadence: delay_loop after the retry's start
     assert sched.next_deadline() == T0 + 12.5
-    assert sched.retries == 1
+    assert sched.reschedules == 1
 
 
-def test_after_failure_later_than_the_next_run_changes_nothing():
+def test_reschedule_later_than_the_next_slot_is_honoured():
+    """delay_before_retry 5 s with delay_loop 3 s: the retry waits the 5 s (keepalived
+    tcp_epilog arms delay_before_retry whatever delay_loop is)."""
     sched = make()
     sched.add(1, T0, 3.0)
     sched.due(T0)
     sched.finished(1, T0 + 0.5)
-    assert not sched.after_failure(1, T0 + 0.5, 5.0)
-    assert sched.next_deadline() == T0 + 3.0
-    assert sched.retries == 0
+    assert sched.reschedule(1, T0 + 0.5, 5.0)
+    assert sched.next_deadline() == T0 + 5.5
+    assert sched.due(T0 + 3.0) == []  # the old slot is gone
+    assert sched.due(T0 + 5.5) == [1]
+    sched.finished(1, T0 + 5.6)
+    assert sched.next_deadline() == T0 + 8.5
+    assert sched.reschedules == 1
 
 
-def test_earliest_retry_request_wins_among_owners():
+def test_the_last_request_wins():
     sched = make()
     sched.add(1, T0, 10.0)
     sched.due(T0)
     sched.finished(1, T0 + 1.0)
-    sched.after_failure(1, T0 + 1.0, 3.0)
-    sched.after_failure(1, T0 + 1.0, 1.0)
-    sched.after_failure(1, T0 + 1.0, 2.0)  # later than the planned retry: ignored
+    sched.reschedule(1, T0 + 1.0, 3.0)
+    sched.reschedule(1, T0 + 1.0, 1.0)
     assert sched.next_deadline() == T0 + 2.0
+    assert not sched.reschedule(1, T0 + 1.0, 1.0)  # already planned then
     assert sched.due(T0 + 2.0) == [1]
     assert sched.due(T0 + 4.0) == []  # stale heap entries never start it twice
 
 
-def test_after_failure_while_running_applies_when_the_run_finishes():
+def test_reschedule_while_running_is_dropped():
     sched = make()
     sched.add(1, T0, 10.0)
     sched.due(T0)
-    assert sched.after_failure(1, T0 + 0.2, 1.0)  # asked for T0 + 1.2
-    assert sched.next_deadline() is None
+    assert not sched.reschedule(1, T0 + 0.2, 1.0)  # about an older result: stale
     sched.finished(1, T0 + 0.5)
-    assert sched.next_deadline() == T0 + 1.2
-    sched2 = make()
-    sched2.add(1, T0, 10.0)
-    sched2.due(T0)
-    sched2.after_failure(1, T0 + 0.2, 1.0)
-    sched2.finished(1, T0 + 3.0)  # the retry time passed during the run: retry at once
-    assert sched2.next_deadline() == T0 + 3.0
+    assert sched.next_deadline() == T0 + 10.0
 
 
-def test_after_failure_of_unknown_probe_is_ignored():
-    assert not make().after_failure(99, T0, 1.0)
+def test_reschedule_of_unknown_probe_is_ignored():
+    assert not make().reschedule(99, T0, 1.0)
 
 
 # --------------------------------------------------------------------------- limits
@@ -469,7 +468,7 @@ def test_invariants_under_any_sequence_of_calls(ops, max_in_flight, per_target, 
             running.discard(probe_id)
             assert sched.finished(probe_id, now) == (probe_id in sched)
         elif op == "retry":
-            sched.after_failure(probe_id, now, x)
+            sched.reschedule(probe_id, now, x)
         assert sched.in_flight == len(running)
         if max_in_flight is not None:
             assert len(running) <= max_in_flight

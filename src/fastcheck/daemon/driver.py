@@ -8,7 +8,7 @@ Must not: decide when anything runs (the scheduler does), run or interpret probe
 state beyond the timer.
 
 Every scheduler mutation goes through the driver (`add`, `remove`, `finished`,
-`after_failure`, `set_interval`) so the timer is re-armed when the next deadline moves.
+`reschedule`, `set_interval`) so the timer is re-armed when the next deadline moves.
 A loop may fire a timer up to its clock resolution early (uvloop keeps time in whole
 milliseconds); such a wake-up counts as on time: probes due by the armed deadline start.
 """
@@ -82,8 +82,8 @@ class SchedulerDriver:
         self._arm()
         return known
 
-    def after_failure(self, probe_id: int, delay_before_retry_s: float) -> bool:
-        moved = self.scheduler.after_failure(probe_id, self._loop.time(), delay_before_retry_s)
+    def reschedule(self, probe_id: int, delay_s: float) -> bool:
+        moved = self.scheduler.reschedule(probe_id, self._loop.time(), delay_s)
         if moved:
             self._arm()
         return moved

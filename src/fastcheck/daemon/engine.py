@@ -1,7 +1,8 @@
 """The probe engine as the runtime sees it: schedule the plan's probes, run them, report.
 
 Owns: the `ProbeEngine` protocol (what the runtime needs to drive probing: start with a
-plan, follow a reload's plan diff, move a probe for a retry, accept each result, close,
+plan, follow a reload's plan diff, move a probe's next run where health wants it, accept
+each result, close,
 and report `EngineStats`), and `LocalEngine`, the in-process engine: one `Scheduler`, its
 `SchedulerDriver` and one `ProbeRunner` on the runtime's loop.
 Must not: decide health or touch IPVS. Results go to `on_result(probe_id, result)`; the
@@ -58,8 +59,9 @@ class ProbeEngine(Protocol):
         """Follows a reload: new probes start, removed ones stop, retimed ones move."""
         ...
 
-    def after_failure(self, probe_id: int, delay_s: float) -> None:
-        """A retry: run `probe_id` again after `delay_s` rather than at its next slot."""
+    def reschedule(self, probe_id: int, delay_s: float) -> None:
+        """health/ wants the next run of `probe_id` in `delay_s` (a retry, or an owner's own
+        cadence), earlier or later than its next slot; the cadence goes on from there."""
         ...
 
     def accept(self, probe_id: int) -> bool:
@@ -108,8 +110,8 @@ class LocalEngine:
             self.driver.add(probe.id, probe.interval_s, probe.warmup_s, target=probe.host)
         self._probes = len(plan)
 
-    def after_failure(self, probe_id: int, delay_s: float) -> None:
-        self.driver.after_failure(probe_id, delay_s)
+    def reschedule(self, probe_id: int, delay_s: float) -> None:
+        self.driver.reschedule(probe_id, delay_s)
 
     def accept(self, probe_id: int) -> bool:
         return self.driver.finished(probe_id)

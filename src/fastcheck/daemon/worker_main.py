@@ -73,7 +73,7 @@ class Worker:
             engine = self.engine
             if engine is not None:
                 for probe_id, delay in message[1]:
-                    engine.after_failure(probe_id, delay)
+                    engine.reschedule(probe_id, delay)
         elif kind == "start":
             self.start(*message[1:])
         elif kind == "reload":

@@ -232,7 +232,7 @@ class ShardedEngine:
                 worker.channel.send(("reload", self._frame, added[i], removed[i],
                                      retimed[i]))
 
-    def after_failure(self, probe_id: int, delay_s: float) -> None:
+    def reschedule(self, probe_id: int, delay_s: float) -> None:
         index = self._where.get(probe_id)
         if index is None or self._closed:
             return

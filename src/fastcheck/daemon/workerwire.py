@@ -52,8 +52,8 @@ def shard_of(host: str, workers: int) -> int:
 # ----------------------------------------------------------------------------- results
 
 # On the wire a batch of results is grouped by outcome: `ResultBatch` = (latency → ids of
-# plain successes, (ok, failure value | None, latency, detail, weight, weight_offset) →
-# ids). Latencies are in whole milliseconds under uvloop, so a batch of thousands of
+# plain successes, (ok, failure value | None, latency, detail, weight, weight_offset,
+# failed_url) → ids). Latencies are in whole milliseconds under uvloop, so a batch of thousands of
 # results holds a few dozen distinct outcomes: the daemon builds one `ProbeResult` per
 # outcome (they are immutable, so probes may share one) and pickling stays cheap.
 Outcome = tuple[Any, ...]
@@ -82,7 +82,7 @@ class ResultBuffer:
             return
         failure = result.failure.value if result.failure is not None else None
         key = (result.ok, failure, result.latency_s, result.detail, result.weight,
-               result.weight_offset)
+               result.weight_offset, result.failed_url)
         self.others.setdefault(key, []).append(probe_id)
 
     def take(self) -> ResultBatch:
@@ -96,9 +96,9 @@ def decode_results(batch: ResultBatch) -> Iterator[tuple[list[int], ProbeResult]
     plain, others = batch
     for latency, ids in plain.items():
         yield ids, ProbeResult(True, None, latency)
-    for (ok, failure, latency, detail, weight, offset), ids in others.items():
+    for (ok, failure, latency, detail, weight, offset, failed_url), ids in others.items():
         yield ids, ProbeResult(ok, _FAILURES[failure] if failure is not None else None,
-                               latency, detail, weight, offset)
+                               latency, detail, weight, offset, failed_url)
 
 
 # ----------------------------------------------------------------------------- shards

@@ -8,10 +8,10 @@ check types differently — every probe kind goes through the same table.
 keepalived 2.2.7 reference (check/check_http.c `epilog`/`timeout_epilog`, the same
 shape in check_tcp.c, check_misc.c …; check/ipwrapper.c `update_svr_checker_state`):
 - a checker starts up, or down when `alpha` is set;
-- a failure while up (or before the first run) counts a retry and asks for the next
-  probe after `delay_before_retry`; the checker goes down at failure `retry + 1`;
-- a failure while already down asks nothing: the probe keeps its `delay_loop` cadence
-  (keepalived's REGISTER_CHECKER_FAILED path uses max(delay_before_retry, delay_loop));
+- a failure while up (or before the first run) counts a retry; the checker goes down at
+  failure `retry + 1`; a failure while already down counts nothing;
+- when each checker wants its next result (delay_loop, delay_before_retry, the cadence
+  while down) and which results it takes from a shared probe: cadence.py (`cadence`);
 - a success resets the retry counter and brings the checker up.
 - "one failure is enough" (`decisive`): after a fresh start every check's first failure
   takes it down without retries, until its first success (check_data.c sets
@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from fastcheck.health.cadence import Cadence
 from fastcheck.model import Check, CheckKey
 from fastcheck.probes.result import Failure
 
@@ -105,8 +106,8 @@ class Step(enum.Enum):
 class Checker:
     """The state of one check (one `CheckKey`)."""
 
-    __slots__ = ("check", "decisive", "failures", "has_run", "key", "offset", "probe_id",
-                 "state", "successes", "weight")
+    __slots__ = ("cadence", "check", "decisive", "failures", "has_run", "key", "offset",
+                 "probe_id", "state", "successes", "weight")
 
     def __init__(self, key: CheckKey, check: Check, probe_id: int) -> None:
         self.key = key
@@ -119,6 +120,7 @@ class Checker:
         self.decisive = False  # the next failure takes it down without retries
         self.weight: int | None = None  # absolute weight (MISC misc_dynamic)
         self.offset = 0  # weight offset (FILE_CHECK)
+        self.cadence = Cadence()  # its own clock and url pass (cadence.py)
 
     @property
     def up(self) -> bool:
@@ -129,6 +131,7 @@ class Checker:
         self.state, self.failures, self.successes = old.state, old.failures, old.successes
         self.has_run, self.weight, self.offset = old.has_run, old.weight, old.offset
         self.decisive = old.decisive
+        self.cadence.carry(old.cadence)
 
     def step(self, ok: bool, failure: Failure | None, rise: int) -> Step:
         rule = RULES[self.state, ok]
@@ -179,4 +182,4 @@ class Checker:
                 "failures": self.failures, "successes": self.successes,
                 "retry": self.check.retry, "has_run": self.has_run,
                 "decisive": self.decisive, "weight": self.weight,
-                "weight_offset": self.offset}
+                "weight_offset": self.offset, **self.cadence.snapshot()}

@@ -3,8 +3,8 @@
 Owns: every event type `HealthState` emits, the `Event` union, and `Cause` — why a
 real-server or quorum event happened, which decides its log line (daemon/log.py) and
 nothing else: every RealServer*/Quorum* event runs its script and writes its FIFO line.
-Must not: act on anything — the daemon runs notify scripts, asks the scheduler for early
-retries (`Scheduler.after_failure`) and pushes `live_table()` to the kernel.
+Must not: act on anything — the daemon runs notify scripts, moves probes where
+`ProbeRescheduled` says (`Scheduler.reschedule`) and pushes `live_table()` to the kernel.
 
 Events carry everything their keepalived log line needs (quorum and hysteresis for the
 quorum arithmetic, the inhibit flag for "Disabling/Enabling", the sorry server's
@@ -32,8 +32,18 @@ class Cause(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeRescheduled:
+    """The owners of probe `probe_id` want its next run in `delay_s` (not at its next slot):
+    a retry, an owner's own cadence, or the cadence while down (health/cadence.py)."""
+
+    probe_id: int
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class RetryRequested:
-    """A check failed but has retries left: run probe `probe_id` again after `delay_s`."""
+    """A check failed but has retries left: it wants probe `probe_id` again after `delay_s`
+    (for the log; `ProbeRescheduled` is what moves the probe)."""
 
     probe_id: int
     check: CheckKey
@@ -142,7 +152,8 @@ class RemovalBudgetRecovered:
 
 
 Event = (
-    RetryRequested | CheckerUp | CheckerDown | RealServerUp | RealServerDown | WeightChanged
+    ProbeRescheduled | RetryRequested | CheckerUp | CheckerDown | RealServerUp
+    | RealServerDown | WeightChanged
     | QuorumGained | QuorumLost | SorryServerIn | SorryServerOut | RemovalBudgetTripped
     | RemovalBudgetRecovered
 )

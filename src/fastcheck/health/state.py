@@ -35,6 +35,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 
+from fastcheck.health import cadence
 from fastcheck.health import events as ev
 from fastcheck.health.budget import RemovalBudget
 from fastcheck.health.checker import Checker, HealthOptions, Step
@@ -265,41 +266,75 @@ class HealthState:
     # ------------------------------------------------------------------ results
 
     def on_result(self, now: float, probe_id: int, result: ProbeResult) -> list[ev.Event]:
-        """Apply one probe result to every check that owns the probe."""
+        """Apply one probe result to every check that owns the probe and wants this run
+        (each owner keeps its own cadence: cadence.py), then say when the probe must run
+        next if that is not its next slot (`ProbeRescheduled`)."""
         owners = self._by_probe.get(probe_id)
         events: list[ev.Event] = []
         if not owners:
             return events
         rise = self.options.rise
+        started = now - result.latency_s
+        planned = self.plan.probes.get(probe_id)
+        interval = planned.interval_s if planned is not None else math.inf
+        tolerance = cadence.tolerance_s(interval)
+        scheduled = owners[0][0].check.kind not in cadence.WATCHED
+        shared = scheduled and len(owners) > 1  # a lone owner asked for every run it gets
+        want = math.inf
         for checker, rs in owners:
             if rs.vs.cfg.ha_suspend and not rs.vs.vip_present:
                 continue
-            if result.ok:
-                # MISC_CHECK: an exit status of 0 (no weight) means the configured weight
-                checker.weight = result.weight
-                if result.weight_offset is not None:
-                    checker.offset = result.weight_offset
-            else:
-                checker.offset = 0
-            step = checker.step(result.ok, result.failure, rise)
-            if not result.ok and not checker.up:
-                checker.weight = None  # keepalived keeps it while retries remain
-            if step is Step.RETRY:
-                events.append(ev.RetryRequested(probe_id, checker.key,
-                                                checker.check.delay_before_retry_s,
-                                                checker.failures))
-            elif step is Step.WENT_UP:
-                rs.failed -= 1
-                events.append(ev.CheckerUp(checker.key))
-            elif step is Step.WENT_DOWN:
-                rs.failed += 1
-                events.append(ev.CheckerDown(checker.key, checker.failures))
-            elif step is Step.CONFIRMED:
-                self._confirm(checker, rs, result.ok, events)
-            self._update_rs(now, rs, events)
+            timing = checker.cadence
+            if shared and not timing.takes(started, tolerance):
+                want = min(want, timing.due)
+                continue  # not this owner's run: keepalived would not have checked yet
+            was_up, first = checker.up, not checker.has_run
+            ok = cadence.verdict(checker.check, timing, was_up, result)
+            if ok is None:  # an HTTP url pass goes on: nothing to decide yet
+                cadence.rearm(checker.check, timing, was_up=False, first=False, up=False,
+                              retrying=False, ok=None, result=result, started=started,
+                              now=now)
+                want = min(want, timing.due)
+                continue
+            step = self._step(now, probe_id, checker, rs, ok, result, rise, events)
+            cadence.rearm(checker.check, timing, was_up=was_up, first=first, up=checker.up,
+                          retrying=step is Step.RETRY, ok=ok, result=result,
+                          started=started, now=now)
+            want = min(want, timing.due)
+        if scheduled and want < math.inf and cadence.off_slot(want, started, interval,
+                                                              tolerance):
+            events.append(ev.ProbeRescheduled(probe_id, max(0.0, want - now)))
         if self._tripped:
             self._recover(now, events)
         return events
+
+    def _step(self, now: float, probe_id: int, checker: Checker, rs: _Rs, ok: bool,
+              result: ProbeResult, rise: int, events: list[ev.Event]) -> Step:
+        """One owner takes one result (`ok`: its verdict, see cadence.verdict)."""
+        if result.ok:
+            # MISC_CHECK: an exit status of 0 (no weight) means the configured weight
+            checker.weight = result.weight
+            if result.weight_offset is not None:
+                checker.offset = result.weight_offset
+        else:
+            checker.offset = 0
+        step = checker.step(ok, None if ok else result.failure, rise)
+        if not result.ok and not checker.up:
+            checker.weight = None  # keepalived keeps it while retries remain
+        if step is Step.RETRY:
+            events.append(ev.RetryRequested(probe_id, checker.key,
+                                            checker.check.delay_before_retry_s,
+                                            checker.failures))
+        elif step is Step.WENT_UP:
+            rs.failed -= 1
+            events.append(ev.CheckerUp(checker.key))
+        elif step is Step.WENT_DOWN:
+            rs.failed += 1
+            events.append(ev.CheckerDown(checker.key, checker.failures))
+        elif step is Step.CONFIRMED:
+            self._confirm(checker, rs, ok, events)
+        self._update_rs(now, rs, events)
+        return step
 
     def _confirm(self, checker: Checker, rs: _Rs, ok: bool, events: list[ev.Event]) -> None:
         """A check's first result left it as it started (alpha, or a failure): keepalived

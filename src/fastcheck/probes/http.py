@@ -6,12 +6,13 @@ errors into `Failure`s. Wire format and verdicts live in `probes/httpwire.py`. T
 runs plain HTTP_GET through `probes/httpbatch.py` (the batched engine), which judges with
 the same reader and `failure_of`; this probe runs SSL_GET and the rest.
 Must not: decide health — retries, keepalived's "re-check only the failed url" memory and
-fast_recovery belong to health/ and the scheduler — nor keep state between runs, nor know
+fast_recovery belong to health/cadence.py — nor keep state between runs, nor know
 keyword spellings.
 
 keepalived behaviour followed (2.2.7, keepalived/check/check_http.c unless named):
 - urls are fetched one after another, one connection each; the first failing url ends the
-  run (http_connect_thread / epilog). A check without urls is up.
+  run, and the result names it (`failed_url`) for health/'s url pass (http_connect_thread
+  / epilog). A check without urls is up.
 - the request is keepalived's request_template (see httpwire.build_request).
 - TLS (check_ssl.c build_ssl_ctx, ssl_connect): no certificate verification; client
   certificate, key and key password from the SSL block; SNI only with enable_sni, from
@@ -180,10 +181,11 @@ class HttpProbe:
         loop = asyncio.get_running_loop()
         clock = loop_time or time.monotonic
         start = clock()
-        for url in self.urls:
+        for index, url in enumerate(self.urls):
             failure, detail = await self._fetch(loop, url)
             if failure is not None:
-                return ProbeResult.down(failure, clock() - start, f"{url.url.path}: {detail}")
+                return ProbeResult.down(failure, clock() - start, f"{url.url.path}: {detail}",
+                                        failed_url=index)
         return ProbeResult.up(clock() - start)
 
     # ------------------------------------------------------------------ one url

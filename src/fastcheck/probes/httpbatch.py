@@ -2,10 +2,10 @@
 
 Owns: driving one ``ExchangeEngine`` on a loop (the reader and the deadline timer are
 ``batched.EngineProber``'s), the walk through a check's urls (one exchange each, in order,
-the first failure ends the run), and the engine's results turned into the verdicts
-`HttpProbe` gives: the response is judged by the same `httpwire.ResponseReader` (fed chunk
-by chunk as the engine reads, so it stops reading exactly where `HttpProbe` does), and
-socket errors by the same `http.failure_of`.
+the first failure ends the run and is named in the result), and the engine's results
+turned into the verdicts `HttpProbe` gives: the response is judged by the same
+`httpwire.ResponseReader` (fed chunk by chunk as the engine reads, so it stops reading
+exactly where `HttpProbe` does), and socket errors by the same `http.failure_of`.
 Must not: decide health, schedule checks, speak TLS (SSL_GET stays on `HttpProbe`), or read
 any clock but the one it is given. One task per check is what this module exists to avoid.
 
@@ -150,7 +150,7 @@ class HttpBatchProber(EngineProber[ExchangeEngine]):
         if failure is None:
             result = ProbeResult.up(run.latency)
         else:
-            result = ProbeResult.down(failure, run.latency, detail)
+            result = ProbeResult.down(failure, run.latency, detail, failed_url=run.index)
         try:
             self._on_result(run.token, result)
         except Exception as exc:

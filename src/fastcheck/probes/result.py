@@ -37,6 +37,9 @@ class ProbeResult:
     − 2); `weight_offset` is added to the real server's configured weight (FILE_CHECK:
     value × weight). A shared probe cannot know each owner's configured weight, so the
     health layer applies them; None means "no change".
+
+    `failed_url`: HTTP_GET/SSL_GET, the index of the url that failed (a run stops there,
+    so the urls before it passed); health/ follows keepalived's url pass with it.
     """
 
     ok: bool
@@ -45,6 +48,7 @@ class ProbeResult:
     detail: str = ""
     weight: int | None = None
     weight_offset: int | None = None
+    failed_url: int | None = None
 
     @classmethod
     def up(cls, latency_s: float = 0.0, *, weight: int | None = None,
@@ -52,5 +56,6 @@ class ProbeResult:
         return cls(True, None, latency_s, detail, weight, weight_offset)
 
     @classmethod
-    def down(cls, failure: Failure, latency_s: float = 0.0, detail: str = "") -> ProbeResult:
-        return cls(False, failure, latency_s, detail)
+    def down(cls, failure: Failure, latency_s: float = 0.0, detail: str = "", *,
+             failed_url: int | None = None) -> ProbeResult:
+        return cls(False, failure, latency_s, detail, failed_url=failed_url)
