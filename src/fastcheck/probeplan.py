@@ -11,16 +11,14 @@ connect timeout, parameters): when several virtual servers (or groups) point at 
 real server with the same check, one probe runs and its result feeds every owner
 (`CheckKey`), including two identical checks on one real server.
 
-Shared-probe schedule. Owners of one probe may disagree on timing; the probe runs at the
-*fastest* cadence any owner asked for, so no owner ever hears less often than it
-configured:
+Shared-probe schedule. Owners of one probe may disagree on timing; the probe's slots
+follow the *fastest* cadence any owner asked for, and each owner keeps its own:
 - interval = the minimum `delay_loop_s` among the owners;
 - warmup = the minimum `warmup_s` among the owners;
-- `retry` and `delay_before_retry_s` stay per owner: health/ applies them to each owner's
-  own state and asks the scheduler for an earlier run (`Scheduler.after_failure`); the
-  earliest request wins. Every result goes to every owner; an owner with a slower
-  `delay_loop_s` sees results more often than it configured (it may ignore the extra
-  ones — its `Check` is at hand through `PlannedProbe.owners`' keys and the config).
+- each owner takes only the runs it wants and counts `retry` and `delay_before_retry_s`
+  its own way (health/cadence.py); after each result health/ moves the probe's next run
+  to the earliest time an owner wants it when that is not its next slot
+  (`ProbeRescheduled` → `Scheduler.reschedule`, earlier or later).
 
 Ids. A probe's id follows its key: `plan_probes(new, previous=old)` gives every probe
 whose key survives the id it had, and new keys fresh ids counting up from
