@@ -1,6 +1,7 @@
 """Error types and the diagnostics collector.
 
-Owns: how problems a user can cause are represented and formatted (`file:line: message`).
+Owns: how problems a user can cause are represented and formatted (`file:line: message`),
+including how much of a user's text a message may repeat (`clip`, `echo`).
 Must not: print, exit, or know about any particular configuration keyword.
 """
 
@@ -8,6 +9,22 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+
+ECHO_CHARS = 40  # user text repeated in a message is cut to this many characters
+
+
+def clip(text: str) -> str:
+    """``text`` for a message; long text is cut short and its length given."""
+    if len(text) <= ECHO_CHARS:
+        return text
+    return f"{text[:ECHO_CHARS]}... ({len(text)} characters)"
+
+
+def echo(text: str) -> str:
+    """``text`` quoted for a message, as ``repr`` does; long text is cut as by ``clip``."""
+    if len(text) <= ECHO_CHARS:
+        return repr(text)
+    return f"{text[:ECHO_CHARS]!r}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -76,10 +93,14 @@ class Diagnostics:
 
     Loading never stops at the first problem: every stage appends here, and the caller
     decides at the end (``raise_if_errors``) whether the result may be used.
+
+    ``stopped`` is set by ``stop``: a limit cut reading short, so what was read is
+    incomplete and later stages must neither go on reading nor report on the rest.
     """
 
     items: list[Diagnostic] = field(default_factory=list)
     strict: bool = False
+    stopped: bool = False
 
     def error(self, position: Position | None, message: str) -> None:
         self.items.append(Diagnostic(Severity.ERROR, message, position))
@@ -87,6 +108,11 @@ class Diagnostics:
     def warning(self, position: Position | None, message: str) -> None:
         severity = Severity.ERROR if self.strict else Severity.WARNING
         self.items.append(Diagnostic(severity, message, position))
+
+    def stop(self, position: Position | None, message: str) -> None:
+        """An error after which the input is not read any further (a limit was hit)."""
+        self.error(position, message)
+        self.stopped = True
 
     def info(self, position: Position | None, message: str) -> None:
         self.items.append(Diagnostic(Severity.INFO, message, position))
