@@ -9,11 +9,17 @@ Must not: look up other parts of the configuration.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from fastcheck.config import values as v
+from fastcheck.errors import echo
 from fastcheck.model import Family, GroupEntry
 
 MAX_RANGE = 65536  # one group line may not expand to more kernel services than this
+
+# The last part of a `first-last` range: decimal for IPv4, hexadecimal for IPv6 (any
+# length here, so that a long one is reported as out of range, never passed to int()).
+_LAST_PART = {4: re.compile(r"[0-9]+"), 6: re.compile(r"[0-9A-Fa-f]+")}
 
 
 def parse_range(text: str) -> tuple[str, str, Family]:
@@ -22,14 +28,14 @@ def parse_range(text: str) -> tuple[str, str, Family]:
         try:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise v.ValueProblem(f"{text!r} is not an address block") from None
+            raise v.ValueProblem(f"{echo(text)} is not an address block") from None
         first, last = network.network_address, network.broadcast_address
         return _checked(first, last, text)
     head, dash, tail = text.partition("-")
     try:
         first = ipaddress.ip_address(head)
     except ValueError:
-        raise v.ValueProblem(f"{text!r} is not an IP address or range") from None
+        raise v.ValueProblem(f"{echo(text)} is not an IP address or range") from None
     if not dash:
         return _checked(first, first, text)
     try:
@@ -37,20 +43,21 @@ def parse_range(text: str) -> tuple[str, str, Family]:
     except ValueError:
         last = _last_part(first, tail, text)
     if last.version != first.version:
-        raise v.ValueProblem(f"range {text!r} mixes IPv4 and IPv6")
+        raise v.ValueProblem(f"range {echo(text)} mixes IPv4 and IPv6")
     return _checked(first, last, text)
 
 
 def _last_part(first: ipaddress.IPv4Address | ipaddress.IPv6Address, tail: str,
                text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """`10.0.0.1-10` ends at 10.0.0.10; `fe80::1-a` ends at fe80::a (hex)."""
-    try:
-        part = int(tail, 10 if first.version == 4 else 16)
-    except ValueError:
-        raise v.ValueProblem(f"{text!r}: range end {tail!r} is not a number") from None
+    if _LAST_PART[first.version].fullmatch(tail) is None:
+        raise v.ValueProblem(f"{echo(text)}: range end {echo(tail)} is not a number")
     limit = 255 if first.version == 4 else 0xFFFF
-    if not 0 <= part <= limit:
-        raise v.ValueProblem(f"{text!r}: range end {tail!r} is out of range 0..{limit}")
+    digits = tail.lstrip("0") or "0"
+    part = int(digits, 10 if first.version == 4 else 16) if len(digits) <= 4 else limit + 1
+    if part > limit:
+        raise v.ValueProblem(f"{echo(text)}: range end {echo(tail)} is out of range "
+                             f"0..{limit}")
     base = int(first) & ~limit
     return ipaddress.ip_address(base | part) if first.version == 4 else \
         ipaddress.IPv6Address(base | part)
@@ -60,9 +67,10 @@ def _checked(first: ipaddress.IPv4Address | ipaddress.IPv6Address,
              last: ipaddress.IPv4Address | ipaddress.IPv6Address,
              text: str) -> tuple[str, str, Family]:
     if int(last) < int(first):
-        raise v.ValueProblem(f"range {text!r} ends before it starts")
+        raise v.ValueProblem(f"range {echo(text)} ends before it starts")
     if int(last) - int(first) >= MAX_RANGE:
-        raise v.ValueProblem(f"range {text!r} expands to more than {MAX_RANGE} addresses")
+        raise v.ValueProblem(f"range {echo(text)} expands to more than {MAX_RANGE} "
+                             "addresses")
     family = Family.INET if first.version == 4 else Family.INET6
     return first.compressed, last.compressed, family
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from fastcheck.errors import echo
 from fastcheck.model import Script
 
 Converter = Callable[[tuple[str, ...]], Any]
@@ -21,6 +22,16 @@ Converter = Callable[[tuple[str, ...]], Any]
 TRUE_WORDS = frozenset({"on", "true", "yes"})
 FALSE_WORDS = frozenset({"off", "false", "no"})
 TIMER_MAX_S = 1_000_000.0  # ~11.5 days; anything larger is a typo, not a schedule
+# Significant digits beyond which an integer is out of every range a keyword accepts; such
+# text is refused as out of range without being passed to int(), which would raise a
+# ValueError of its own beyond 4,300 digits.
+MAX_INT_DIGITS = 24
+
+# What strtol(…, 10) would take in full: ASCII digits with an optional sign. int() would
+# also take "1_000", surrounding blanks and non-ASCII digits, which keepalived refuses.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+# Decimal seconds as strtod reads them, again without int()/float()'s Python extras.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class ValueProblem(ValueError):
@@ -41,10 +52,12 @@ def expect_count(args: tuple[str, ...], low: int, high: int | None = None) -> No
 
 
 def parse_int(text: str, low: int, high: int, what: str = "value") -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise ValueProblem(f"{what} {text!r} is not an integer") from None
+    if _INTEGER.fullmatch(text) is None:
+        raise ValueProblem(f"{what} {echo(text)} is not an integer")
+    digits = text.lstrip("+-").lstrip("0") or "0"     # int()'s limit counts zeros too
+    if len(digits) > MAX_INT_DIGITS:
+        raise ValueProblem(f"{what} {echo(text)} is out of range {low}..{high}")
+    value = -int(digits) if text[0] == "-" else int(digits)
     if not low <= value <= high:
         raise ValueProblem(f"{what} {value} is out of range {low}..{high}")
     return value
@@ -59,14 +72,13 @@ def int_range(low: int, high: int) -> Converter:
 
 
 def parse_timer(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueProblem(f"timer {text!r} is not a number of seconds") from None
+    if _DECIMAL.fullmatch(text) is None:
+        raise ValueProblem(f"timer {echo(text)} is not a number of seconds")
+    value = float(text)
     if not math.isfinite(value) or value < 0:
-        raise ValueProblem(f"timer {text!r} must be a non-negative number of seconds")
+        raise ValueProblem(f"timer {echo(text)} must be a non-negative number of seconds")
     if value > TIMER_MAX_S:
-        raise ValueProblem(f"timer {text!r} is larger than {TIMER_MAX_S:.0f} seconds")
+        raise ValueProblem(f"timer {echo(text)} is larger than {TIMER_MAX_S:.0f} seconds")
     return round(value, 6)
 
 
@@ -111,7 +123,7 @@ def parse_address(text: str) -> str:
     try:
         return ipaddress.ip_address(text).compressed
     except ValueError:
-        raise ValueProblem(f"{text!r} is not an IP address") from None
+        raise ValueProblem(f"{echo(text)} is not an IP address") from None
 
 
 def address(args: tuple[str, ...]) -> str:
@@ -164,7 +176,7 @@ def netmask(args: tuple[str, ...]) -> str:
     try:
         mask = ipaddress.IPv4Network(f"0.0.0.0/{text}")
     except ValueError:
-        raise ValueProblem(f"{text!r} is not a netmask") from None
+        raise ValueProblem(f"{echo(text)} is not a netmask") from None
     return str(mask.netmask)
 
 
