@@ -2,8 +2,9 @@
 
 Owns: parsing a generator's ``(…)`` specification, turning it into rows of parameter
 values, and the work items (the rest of the line, once per row, with the row's values
-to set first) that the lexer processes in place of the generator line; plus the guards
-against nesting too deeply and generating too many lines.
+to set first) that the lexer processes in place of the generator line; plus the guard
+against nesting too deeply. Rows are produced lazily, one per work item the lexer takes:
+how many lines expansion may produce in all is the lexer's budget (lexer.py).
 Must not: read files, strip comments, tokenize or decide what a line is (lexer.py), store
 or substitute parameters itself (params.py), raise on bad input (problems go to the
 Diagnostics collector), or print.
@@ -15,9 +16,12 @@ import re
 from collections.abc import Iterator
 
 from fastcheck.config.params import MAX_DEPTH, Parameters, Source, Work
-from fastcheck.errors import Diagnostics, Position
+from fastcheck.errors import Diagnostics, Position, clip, echo
 
-_MAX_GENERATED = 5_000_000       # lines produced by ~SEQ / ~LST in one configuration
+# keepalived reads ~SEQ numbers with strtol into a long; so do we, as a range check.
+SEQ_MIN, SEQ_MAX = -(2**63), 2**63 - 1
+_SEQ_MAX_DIGITS = 22             # significant digits of the longest long (octal); longer
+                                 # text is out of range and never passed to int()
 
 GENERATOR = re.compile(r"~(SEQx?|LST)[ \t]*\(")
 _SEQ_NUMBER = re.compile(r"([+-]?(?:0[xX][0-9A-Fa-f]+|(0[0-7]+)|0|[1-9][0-9]*))")
@@ -31,12 +35,11 @@ _Rows = tuple[tuple[str, ...], Iterator[tuple[str, ...]]]   # names, then one ro
 class Generators:
     """Expands the generator lines of one configuration and counts what they produce."""
 
-    __slots__ = ("_diag", "_generated", "_params")
+    __slots__ = ("_diag", "_params")
 
     def __init__(self, diagnostics: Diagnostics, params: Parameters) -> None:
         self._diag = diagnostics
         self._params = params
-        self._generated = 0
 
     def start(self, source: Source, text: str, m: re.Match[str], lineno: int,
               depth: int) -> None:
@@ -51,40 +54,47 @@ class Generators:
             return
         spec = self._params.substitute(source, text[m.end():close], lineno, depth,
                                        multiline=False)
+        if self._diag.stopped:
+            return
         parsed = _parse_lst(spec) if m[1] == "LST" else _parse_seq(spec, m[1] == "SEQx")
         if isinstance(parsed, str):
-            self._diag.error(position, f"invalid ~{m[1]}({spec}): {parsed}")
+            self._diag.error(position, f"invalid ~{m[1]}({clip(spec)}): {parsed}")
             return
         names, rows = parsed
         rest = text[close + 1:].lstrip(" \t")
-        source.pending.append(self._generate(position, names, rows, rest, depth + 1))
-
-    def _generate(self, position: Position, names: tuple[str, ...],
-                  rows: Iterator[tuple[str, ...]], rest: str, depth: int) -> Iterator[Work]:
-        for row in rows:
-            self._generated += 1
-            if self._generated > _MAX_GENERATED:
-                if self._generated == _MAX_GENERATED + 1:
-                    self._diag.error(position, f"~SEQ/~LST would generate more than "
-                                     f"{_MAX_GENERATED} lines; stopped")
-                return
-            yield rest, position.line, depth, tuple(zip(names, row, strict=True))
+        source.pending.append(_generate(names, rows, rest, lineno, depth + 1))
 
 
-def _seq_number(text: str) -> int | None:
-    """An integer as strtol(…, 0) reads it: 0x… is hexadecimal, 0… octal."""
+def _generate(names: tuple[str, ...], rows: Iterator[tuple[str, ...]], rest: str,
+              lineno: int, depth: int) -> Iterator[Work]:
+    for row in rows:
+        yield rest, lineno, depth, tuple(zip(names, row, strict=True))
+
+
+def _seq_number(text: str) -> int | str:
+    """An integer as strtol(…, 0) reads it (0x… is hexadecimal, 0… octal), or a problem."""
     m = _SEQ_NUMBER.fullmatch(text)
-    return None if m is None else int(m[1], 8 if m[2] else 0)
+    if m is None:
+        return "expected 1 to 3 integers after the variable"
+    value = int(m[1], 8 if m[2] else 0) if len(text.lstrip("+-0xX")) <= _SEQ_MAX_DIGITS \
+        else SEQ_MAX + 1
+    if not SEQ_MIN <= value <= SEQ_MAX:
+        return f"{echo(text)} is out of range {SEQ_MIN}..{SEQ_MAX}"
+    return value
 
 
 def _parse_seq(spec: str, hex_output: bool) -> _Rows | str:
     var, *fields = (part.strip(" \t") for part in spec.split(","))
-    parsed = [_seq_number(f) for f in fields]
     if not _NAME.match(var):
         return "the variable must be a parameter name"
-    numbers = [n for n in parsed if n is not None]
-    if not 1 <= len(parsed) <= 3 or len(numbers) != len(parsed):
+    if not 1 <= len(fields) <= 3:
         return "expected 1 to 3 integers after the variable"
+    numbers: list[int] = []
+    for field in fields:
+        number = _seq_number(field)
+        if isinstance(number, str):
+            return number
+        numbers.append(number)
     if len(numbers) == 1:               # keepalived's defaults, including its odd ~SEQ(I, 0)
         start, step, end = (-1 if numbers[0] < 0 else 1), (-1 if numbers[0] < 1 else 1), *numbers
     elif len(numbers) == 2:

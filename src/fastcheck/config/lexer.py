@@ -6,7 +6,9 @@ work that parameters and generators queue), ``#``/``!`` comments, quoting and es
 tokenizing, the ``include`` family (globs, brace expansion, include checks, cycle
 detection) and ``@id``/``@^id`` conditional lines; it decides what each line is and hands
 ``$NAME=value`` definitions and substitution to params.py and ``~SEQ``/``~SEQx``/``~LST``
-generators to generators.py.
+generators to generators.py. It also owns one configuration's reading budgets (files
+included, lines and bytes read, lines and characters made by expansion): going over one
+is a single error (``Diagnostics.stop``) after which nothing more is read.
 Must not: know any keyword besides the include family, store or substitute parameters
 itself (params.py), parse generator specifications (generators.py), build the block tree
 (parser.py), raise on bad input (every problem goes to the Diagnostics collector and lexing
@@ -27,7 +29,7 @@ from typing import NamedTuple
 
 from fastcheck.config.generators import GENERATOR, Generators
 from fastcheck.config.params import DEFINITION, Collecting, Parameters, Work
-from fastcheck.errors import Diagnostics, Position
+from fastcheck.errors import Diagnostics, Position, echo
 
 OPEN = "{"
 CLOSE = "}"
@@ -40,6 +42,25 @@ _INCLUDE_CHECKS = {"include": 0, "includer": 0, "includem": _MATCH, "includew": 
                    "includeb": _BRACE, "includea": _MATCH | _WILDCARD | _BRACE}
 
 _MAX_BRACE_ALTERNATIVES = 4096   # include {a,b}{c,d}… alternatives
+_MAX_BRACE_WORK = 1 << 20        # characters brace expansion may scan for one include
+_MAX_PATTERN_CHARS = 4096        # an include name or pattern (Linux's PATH_MAX)
+
+# Budgets of one configuration. keepalived (lib/parser.c) has none of these: a mistake such
+# as an include tree that fans out, or a generator or parameter that multiplies, would
+# make it read forever or run out of memory. Here the first budget exceeded is one error
+# at the line that exceeded it, and reading stops there, so bounding time and memory.
+# conf/large-farm.conf (10,000 real servers) reads 1 file of 61 lines and expands to
+# 91,600 lines, 178,000 words and 1.0 million characters: the expansion budgets leave room
+# for four to five times that (40,000 real servers written the same way) while a runaway
+# generator is stopped within seconds and a few hundred MB; the reading budgets are ten
+# times any farm we know of.
+MAX_INCLUDED_FILES = 10_000      # files opened by include; a file included twice counts 2
+MAX_INCLUDE_DEPTH = 100          # includes within includes
+MAX_LINES_READ = 10_000_000      # lines of all files read, the main file's included
+MAX_BYTES_READ = 256 << 20       # bytes of all files read, the main file's included
+MAX_EXPANDED_LINES = 400_000     # lines made by ~SEQ/~LST rows and multi-line parameters
+MAX_EXPANDED_TOKENS = 1_000_000  # tokens of those lines and of lines changed by substitution
+MAX_EXPANDED_CHARS = 16 << 20    # characters of those lines and added by substitution
 
 _WS = " \t\f\v\r\n"
 _NO_LITERALS: frozenset[int] = frozenset()
@@ -89,6 +110,7 @@ class _Frame:
     lines: list[str]
     identity: tuple[int, int] | None
     parent: _Frame | None = None              # the including file (for cycle detection)
+    depth: int = 0                            # how many includes deep this file is
     index: int = 0
     pending: list[Iterator[Work]] = field(default_factory=list)
     collecting: Collecting | None = None      # multi-line definition being collected
@@ -147,6 +169,14 @@ def brace_expand(pattern: str) -> list[str]:
     """csh-style ``{a,b}`` expansion as glob(3) GLOB_BRACE does; ``{}`` stays literal."""
     if pattern.count("{") > 64:
         raise ValueError("too many braces")
+    return _brace_expand(pattern, [_MAX_BRACE_WORK])
+
+
+def _brace_expand(pattern: str, work: list[int]) -> list[str]:
+    """``brace_expand``, charging the characters it scans to ``work[0]``."""
+    work[0] -= len(pattern)
+    if work[0] < 0:
+        raise ValueError("brace expansion is too large")
     depth, start = 0, -1
     commas: list[int] = []
     for i, c in enumerate(pattern):
@@ -163,7 +193,7 @@ def brace_expand(pattern: str) -> list[str]:
                 head, tail = pattern[:start], pattern[i + 1:]
                 out: list[str] = []
                 for a, b in itertools.pairwise(bounds):
-                    out.extend(brace_expand(head + pattern[a + 1:b] + tail))
+                    out.extend(_brace_expand(head + pattern[a + 1:b] + tail, work))
                     if len(out) > _MAX_BRACE_ALTERNATIVES:
                         raise ValueError("too many brace alternatives")
                 return out
@@ -180,10 +210,14 @@ def _identity(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _read(path: str) -> list[str]:
+def _read(path: str, max_bytes: int) -> tuple[list[str], int] | None:
+    """The lines of ``path`` and its size; None if it is larger than ``max_bytes``."""
     with open(path, "rb") as fh:
-        text = fh.read().decode("utf-8", errors="surrogateescape")
-    return text.removeprefix("\ufeff").split("\n")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        return None
+    text = data.decode("utf-8", errors="surrogateescape")
+    return text.removeprefix("\ufeff").split("\n"), len(data)
 
 
 def _reason(exc: Exception) -> str:
@@ -199,12 +233,27 @@ class _Lexer:
                                  rng if rng is not None else random.Random())
         self.generators = Generators(diagnostics, self.params)
         self.frames: list[_Frame] = []
+        self.included = 0                  # what this configuration used of its budgets
+        self.lines_read = 0
+        self.bytes_read = 0
+        self.expanded_lines = 0
+        self.expanded_tokens = 0
+        self.expanded_chars = 0
+
+    def start(self, file: str, directory: str, identity: tuple[int, int] | None,
+              lines: list[str], size: int) -> Iterator[Line]:
+        """Lex the main file, whose ``lines`` (``size`` bytes) the caller read."""
+        what = "configuration" if file.startswith("<") else f"configuration file '{file}'"
+        if self._charge_read(None, what, len(lines), size):
+            self.frames.append(_Frame(file, directory, lines, identity))
+        return self.run()
 
     # -- driving ---------------------------------------------------------------------
     def run(self) -> Iterator[Line]:
         frames = self.frames
+        diag = self.diag
         needs_slow = _NEEDS_SLOW.search
-        while frames:
+        while frames and not diag.stopped:
             frame = frames[-1]
             if frame.pending:
                 out = self._from_pending(frame)
@@ -238,7 +287,8 @@ class _Lexer:
                     out = self._process(frame, text, index + 1, 0, from_file=True)
                 if out is not None:
                     yield out
-                if frame.pending or frame.collecting is not None or frames[-1] is not frame:
+                if frame.pending or frame.collecting is not None or diag.stopped or \
+                        frames[-1] is not frame:
                     break
             else:
                 frame.index = len(lines)
@@ -251,6 +301,14 @@ class _Lexer:
             frame.pending.pop()
             return None
         text, lineno, depth, presets = item
+        self.expanded_lines += 1
+        if self.expanded_lines > MAX_EXPANDED_LINES:
+            self.diag.stop(Position(frame.file, lineno), "~SEQ/~LST and multi-line parameters "
+                           f"expand to more than {MAX_EXPANDED_LINES} lines in this "
+                           "configuration; stopped")
+            return None
+        if not self._charge_expanded(frame, lineno, len(text)):
+            return None
         if presets:
             self.params.assign(presets)
         if not text:
@@ -271,6 +329,7 @@ class _Lexer:
 
     def _process(self, frame: _Frame, text: str, lineno: int, depth: int, *,
                  from_file: bool) -> Line | None:
+        made = not from_file                    # by expansion, so charged to its budget
         for _ in range(16):
             if text[0] == "@":
                 text = self._conditional(text)
@@ -289,15 +348,56 @@ class _Lexer:
             if "$" not in text:
                 break
             new = self.params.substitute(frame, text, lineno, depth)
+            if self.diag.stopped or (len(new) > len(text) and
+                                     not self._charge_expanded(frame, lineno,
+                                                               len(new) - len(text))):
+                return None
             if new == text:
                 break
-            text = new
+            text, made = new, True
             if not text.strip(_WS):
                 return None
             if text[0] not in "@$~":
                 break
-        tokens, literal = tokenize(text)
+        if _NEEDS_SLOW.search(text) is None:      # plain words and braces, as in run()
+            tokens = tuple(text.replace("{", " { ").replace("}", " } ").split()
+                           if "{" in text or "}" in text else text.split())
+            literal = _NO_LITERALS
+        else:
+            tokens, literal = tokenize(text)
+        if made:
+            self.expanded_tokens += len(tokens)
+            if self.expanded_tokens > MAX_EXPANDED_TOKENS:
+                self.diag.stop(Position(frame.file, lineno), "~SEQ/~LST and parameters expand "
+                               f"to more than {MAX_EXPANDED_TOKENS} words in this "
+                               "configuration; stopped")
+                return None
         return self._deliver(frame, tokens, literal, lineno, text) if tokens else None
+
+    def _charge_expanded(self, frame: _Frame, lineno: int, chars: int) -> bool:
+        """Count ``chars`` characters made by expansion; False (stopped) when over budget."""
+        self.expanded_chars += chars
+        if self.expanded_chars <= MAX_EXPANDED_CHARS:
+            return True
+        self.diag.stop(Position(frame.file, lineno), "~SEQ/~LST and parameters expand to "
+                       f"more than {MAX_EXPANDED_CHARS} characters in this configuration; "
+                       "stopped")
+        return False
+
+    def _charge_read(self, position: Position | None, what: str, lines: int,
+                     size: int) -> bool:
+        """Count a file read; False (stopped) when over this configuration's budget."""
+        self.lines_read += lines
+        self.bytes_read += size
+        if self.lines_read > MAX_LINES_READ:
+            self.diag.stop(position, f"{what}: more than {MAX_LINES_READ} lines read in "
+                           "this configuration; stopped")
+            return False
+        if self.bytes_read > MAX_BYTES_READ:
+            self.diag.stop(position, f"{what}: more than {MAX_BYTES_READ} bytes read in "
+                           "this configuration; stopped")
+            return False
+        return True
 
     def _conditional(self, text: str) -> str:
         """``@id rest`` / ``@^id rest`` → ``rest`` when it applies here, else ""."""
@@ -339,6 +439,10 @@ class _Lexer:
             self.diag.error(position, f"{keyword} needs exactly one file name or pattern")
             return
         pattern, checks = args[0], _INCLUDE_CHECKS[keyword]
+        if len(pattern) > _MAX_PATTERN_CHARS:
+            self.diag.error(position, f"{keyword} {echo(pattern)}: longer than "
+                            f"{_MAX_PATTERN_CHARS} characters")
+            return
         try:
             alternatives = brace_expand(pattern)
             found = [_glob(alt, frame.directory) for alt in alternatives]
@@ -359,10 +463,25 @@ class _Lexer:
                 if not matched:
                     self.diag.error(position, f"{keyword} '{pattern}': '{alt}' matched "
                                     "no files")
-        opened = [self._open(frame, path, position) for path in paths]
-        self.frames.extend(f for f in reversed(opened) if f is not None)
+        opened: list[_Frame] = []
+        for path in paths:
+            child = self._open(frame, path, position, f"{keyword} '{pattern}'")
+            if self.diag.stopped:
+                return
+            if child is not None:
+                opened.append(child)
+        self.frames.extend(reversed(opened))
 
-    def _open(self, parent: _Frame, path: str, position: Position) -> _Frame | None:
+    def _open(self, parent: _Frame, path: str, position: Position,
+              what: str) -> _Frame | None:
+        if self.included >= MAX_INCLUDED_FILES:
+            self.diag.stop(position, f"{what}: more than {MAX_INCLUDED_FILES} files "
+                           "included in this configuration; stopped")
+            return None
+        if parent.depth >= MAX_INCLUDE_DEPTH:
+            self.diag.stop(position, f"{what}: includes nest more than "
+                           f"{MAX_INCLUDE_DEPTH} deep; stopped")
+            return None
         try:
             identity = _identity(path)
             chain: list[_Frame] = []
@@ -374,11 +493,15 @@ class _Lexer:
                     self.diag.error(position, "include cycle: " + " -> ".join(names))
                     return None
                 ancestor = ancestor.parent
-            lines = _read(path)
+            self.included += 1
+            read = _read(path, MAX_BYTES_READ - self.bytes_read)
         except (OSError, ValueError) as exc:
             self.diag.error(position, f"cannot read included file '{path}': {_reason(exc)}")
             return None
-        return _Frame(path, os.path.dirname(path), lines, identity, parent)
+        lines, size = read if read is not None else ([], MAX_BYTES_READ + 1)
+        if not self._charge_read(position, what, len(lines), size):
+            return None
+        return _Frame(path, os.path.dirname(path), lines, identity, parent, parent.depth + 1)
 
 
 def _glob(pattern: str, directory: str) -> list[str]:
@@ -406,20 +529,19 @@ def lex_text(text: str, *, filename: str = "<string>", config_id: str | None = N
         identity = _identity(filename) if named else None
     except (OSError, ValueError):
         identity = None
-    lexer = _Lexer(diagnostics, config_id, rng)
-    lexer.frames.append(_Frame(filename, base_dir, text.removeprefix("\ufeff").split("\n"),
-                               identity))
-    return lexer.run()
+    lines = text.removeprefix("\ufeff").split("\n")
+    return _Lexer(diagnostics, config_id, rng).start(filename, base_dir, identity, lines,
+                                                      len(text))
 
 
 def lex_file(path: str, *, config_id: str | None = None, diagnostics: Diagnostics,
              rng: random.Random | None = None) -> Iterator[Line]:
     """Lex the configuration file at ``path``; an unreadable file is one error, no lines."""
     try:
-        identity, lines = _identity(path), _read(path)
+        identity, read = _identity(path), _read(path, MAX_BYTES_READ)
     except (OSError, ValueError) as exc:
         diagnostics.error(None, f"cannot read configuration file '{path}': {_reason(exc)}")
         return iter(())
-    lexer = _Lexer(diagnostics, config_id, rng)
-    lexer.frames.append(_Frame(path, os.path.dirname(path), lines, identity))
-    return lexer.run()
+    lines, size = read if read is not None else ([], MAX_BYTES_READ + 1)
+    return _Lexer(diagnostics, config_id, rng).start(path, os.path.dirname(path), identity,
+                                                      lines, size)

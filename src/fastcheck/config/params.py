@@ -11,6 +11,7 @@ collector), or print.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -24,6 +25,13 @@ from fastcheck.errors import Diagnostics, Position
 MAX_DEPTH = 64                   # nesting of multi-line / ~SEQ / ~LST expansions
 _MAX_SUBSTITUTIONS = 10_000      # replacements within one line
 _MAX_LINE_CHARS = 1 << 20        # length of one line after substitution
+# …and against many lines that each stay just inside those: the work of all of one
+# configuration's substitutions (conf/large-farm.conf makes 35,400 replacements, copying
+# 1.0 million characters). Each replacement copies its line, so the two bound the time:
+# about a second each at worst. Going over either stops reading (Diagnostics.stop).
+MAX_TOTAL_SUBSTITUTIONS = 1_000_000
+MAX_TOTAL_COPIED = 1 << 28       # characters
+_MAX_PARAM_DIGITS = 18           # a ${NAME 1 2} number; longer may not fit keepalived's long
 
 DEFINITION = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*+)[ \t]*=[ \t]*(.*)", re.S)
 _REFERENCE = re.compile(
@@ -60,12 +68,14 @@ class Collecting:
 class Parameters:
     """The definitions in force while one configuration is lexed."""
 
-    __slots__ = ("_defs", "_diag", "_rng")
+    __slots__ = ("_copied", "_defs", "_diag", "_rng", "_substitutions")
 
     def __init__(self, diagnostics: Diagnostics, config_id: str,
                  rng: random.Random) -> None:
         self._diag = diagnostics
         self._rng = rng
+        self._substitutions = 0              # totals for this configuration
+        self._copied = 0
         self._defs: dict[str, _Definition] = {
             "_PWD": _Definition(fn=lambda source, *_: os.path.abspath(source.directory)),
             "_INSTANCE": _Definition(config_id),
@@ -120,6 +130,7 @@ class Parameters:
 
         A multi-line parameter (only at the end of the line, and only when ``multiline``)
         becomes its first line here; the rest is pushed onto ``source.pending``.
+        Going over this configuration's total budget stops reading (``Diagnostics.stop``).
         """
         pos, count = text.find("$"), 0
         while 0 <= pos < len(text) - 1:
@@ -145,17 +156,32 @@ class Parameters:
                     self._diag.error(position, f"parameter ${name} nests too deeply")
                     return text
                 value = definition.lines[0]
-                source.pending.append(iter([(line, lineno, depth + 1, ())
-                                            for line in definition.lines[1:]]))
+                source.pending.append((line, lineno, depth + 1, ())
+                                      for line in itertools.islice(definition.lines, 1, None))
             elif definition.fn is not None:
-                value = definition.fn(source, [int(p) for p in params.split()], position)
+                numbers = params.split()
+                if any(len(n.lstrip("0")) > _MAX_PARAM_DIGITS for n in numbers):
+                    self._diag.error(position, f"${{{name}}}: a number of more than "
+                                     f"{_MAX_PARAM_DIGITS} digits; left as written")
+                    pos = text.find("$", pos + 1)
+                    continue
+                value = definition.fn(source, [int(n.lstrip("0") or "0") for n in numbers],
+                                      position)
             else:
                 value = definition.value
             text = text[:pos] + value + text[m.end():]
             count += 1
+            self._substitutions += 1
+            self._copied += len(text)
             if count > _MAX_SUBSTITUTIONS or len(text) > _MAX_LINE_CHARS:
                 self._diag.error(position, "parameter substitution does not terminate "
                                  "(a definition refers to itself?)")
+                return text
+            if self._substitutions > MAX_TOTAL_SUBSTITUTIONS or \
+                    self._copied > MAX_TOTAL_COPIED:
+                self._diag.stop(position, "parameter substitution in this configuration "
+                                f"exceeds {MAX_TOTAL_SUBSTITUTIONS} replacements or "
+                                f"{MAX_TOTAL_COPIED} characters; stopped")
                 return text
             if value.lstrip(" \t").startswith("~"):
                 break

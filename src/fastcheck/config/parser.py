@@ -3,7 +3,8 @@
 Owns: block structure — a statement is a keyword and its arguments up to the end of the
 line or the next brace; a ``{`` on the same line or the next non-empty one opens the
 children of the statement before it; ``}`` closes the innermost block — and the errors for
-braces that do not balance.
+braces that do not balance (but not for blocks left open because a budget stopped the
+lexer: ``Diagnostics.stopped``).
 Must not: know any keyword (that is keywords.py and loader.py), read files, expand
 parameters or includes (lexer.py), or raise: problems go to the Diagnostics collector and
 parsing goes on, so one run reports every unbalanced brace.
@@ -109,8 +110,9 @@ def _parse(lines: Iterable[Line], diagnostics: Diagnostics) -> tuple[Statement, 
         block = stack.pop()
         header, opened_at, _ = block
         what = f"block '{header[0]}'" if header is not None else "'{'"
-        diagnostics.error(header[2] if header is not None else opened_at,
-                          f"{what} is never closed (missing '}}' at end of input, {end})")
+        if not diagnostics.stopped:         # else the input was cut short, not the block
+            diagnostics.error(header[2] if header is not None else opened_at,
+                              f"{what} is never closed (missing '}}' at end of input, {end})")
         children = _close(block, children)
     return tuple(root)
 
