@@ -21,7 +21,7 @@ from fastcheck.config.checks import build_checks
 from fastcheck.config.collect import Fields, collect
 from fastcheck.config.groups import local_addresses, vs_group_entry
 from fastcheck.config.parser import Statement, parse_file, parse_text
-from fastcheck.errors import ConfigError, Diagnostics, Position
+from fastcheck.errors import ConfigError, Diagnostics, Position, clip
 from fastcheck.gcpause import gc_paused
 from fastcheck.model import (
     Config,
@@ -55,20 +55,40 @@ def _describe(kind: VsKind, address: str | None, port: int | None, fwmark: int |
     return format_endpoint(address or "", port)
 
 
+# What no input should provoke, since every cause found was fixed where it arose (numbers
+# too long for int(), runaway includes and expansions: see the budgets in lexer.py and
+# params.py). Should one still escape, the user gets a ConfigError saying so, not a
+# traceback; its wording (BUG_MESSAGE) lets the tests tell it from a diagnosis.
+_LAST_RESORT = (RecursionError, MemoryError, ValueError, OverflowError)
+BUG_MESSAGE = "fastcheck could not read this configuration (a bug; please report it)"
+
+
 def load_file(path: str, *, config_id: str | None = None, strict: bool = False,
               diagnostics: Diagnostics | None = None) -> tuple[Config, Diagnostics]:
     """Loads a configuration file; raises ConfigError carrying every error found."""
     diags = diagnostics if diagnostics is not None else Diagnostics(strict=strict)
-    statements = parse_file(path, config_id=_config_id(config_id), diagnostics=diags)
-    return _finish(statements, diags)
+    try:
+        statements = parse_file(path, config_id=_config_id(config_id), diagnostics=diags)
+        return _finish(statements, diags)
+    except _LAST_RESORT as exc:
+        raise _bug(exc, diags) from exc
 
 
 def load_text(text: str, *, filename: str = "<string>", config_id: str | None = None,
               strict: bool = False, base_dir: str | None = None) -> tuple[Config, Diagnostics]:
     diags = Diagnostics(strict=strict)
-    statements = parse_text(text, filename=filename, config_id=_config_id(config_id),
-                            diagnostics=diags, base_dir=base_dir)
-    return _finish(statements, diags)
+    try:
+        statements = parse_text(text, filename=filename, config_id=_config_id(config_id),
+                                diagnostics=diags, base_dir=base_dir)
+        return _finish(statements, diags)
+    except _LAST_RESORT as exc:
+        raise _bug(exc, diags) from exc
+
+
+def _bug(exc: BaseException, diags: Diagnostics) -> ConfigError:
+    """The ConfigError for an exception that escaped a stage (see _LAST_RESORT)."""
+    diags.error(None, f"{BUG_MESSAGE}: {type(exc).__name__}: {clip(str(exc))}")
+    return ConfigError(diags.errors)
 
 
 def _config_id(config_id: str | None) -> str:
@@ -76,6 +96,8 @@ def _config_id(config_id: str | None) -> str:
 
 
 def _finish(statements: tuple[Statement, ...], diags: Diagnostics) -> tuple[Config, Diagnostics]:
+    if diags.stopped:        # a budget cut reading short: the statements are not the config
+        raise ConfigError(diags.errors)
     with gc_paused():
         config = Loader(diags).load(statements)
     if diags.has_errors:
