@@ -109,12 +109,15 @@ class CheckBuilder:
         if kind is CheckKind.MISC:
             timeout = params.timeout_s  # type: ignore[union-attr]
         log_all = values.get("log_all_failures", self.global_defs.checker_log_all_failures)
+        alpha = bool(self._value(values, "alpha"))
+        if kind is CheckKind.FILE:  # keepalived check_file.c: a file's word acts at once
+            retry, alpha = 0, False  # (no retry), its state is known at start (no alpha)
         return Check(
             kind=kind, target=target, params=params, delay_loop_s=delay_loop,
             connect_timeout_s=k.DEFAULT_CONNECT_TIMEOUT_S if timeout is None else timeout,
             retry=retry, delay_before_retry_s=before_retry,
             warmup_s=delay_loop if warmup is None else warmup,
-            alpha=bool(self._value(values, "alpha")), log_all_failures=log_all,
+            alpha=alpha, log_all_failures=log_all,
             position=st.position)
 
     def target(self, st: Statement, kind: CheckKind, values: dict[str, Any]) -> Target | None:

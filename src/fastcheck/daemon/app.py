@@ -47,6 +47,7 @@ from .notify import Notifier
 from .observe import Observer, Observers
 from .reader import ReadFailure, ReadLimits, ReadResult, default_limits, one_line, read_config
 from .reload import ReloadPlan, prepare, remove_with_retries, split_removals
+from .trackfiles import TrackFiles, polled_changes, polled_plan, starting_events
 
 log = logging.getLogger("fastcheck")
 
@@ -190,8 +191,11 @@ class Runtime:
         self._repeats = RepeatLimiter(max_keys=200_000)
         self.started_at = time.time()
         self.exit_status = EXIT_OK
+        # FILE_CHECK files are followed here (inotify); the engine never sees those probes.
+        self.track_files = TrackFiles(self.loop, self._on_result, config)
         self.engine: ProbeEngine = (engine_factory or local_engine)(
-            self.loop, self.plan, config, self._on_result, options, rng, on_fatal=self.fatal)
+            self.loop, polled_plan(self.plan), config, self._on_result, options, rng,
+            on_fatal=self.fatal)
         self._owned_keys = frozenset(desired_table(config))
         self._pending: list[tuple[int, ProbeResult]] = []
         self._flush_armed = False
@@ -296,6 +300,11 @@ class Runtime:
         if self.config.global_defs.lvs_flush:
             log.info("lvs_flush: flushing the whole IPVS table")
             self.backend.flush()
+        # Tracked files are read before anything is added (keepalived check_daemon.c):
+        # what they say is the starting state, so its events are not announced.
+        now = self.loop.time()
+        for probe_id, result in self.track_files.first_readings(self.plan, self.config):
+            self.health.on_result(now, probe_id, result)
         observed = restrict(self.backend.read(), self._owned_keys)
         self.health.changed_services()  # a full reconcile follows
         live = self.health.live_table()
@@ -307,7 +316,8 @@ class Runtime:
         self._apply(ops, live, "start")
         self._handle_events(self.health.startup_events())
         self._arm_tick()
-        self.engine.start(self.plan)
+        self.track_files.follow(self.plan, self.config)
+        self.engine.start(polled_plan(self.plan))
 
     # ------------------------------------------------------------------ results
 
@@ -329,7 +339,7 @@ class Runtime:
         observed: list[tuple[int, ProbeResult]] | None = [] if len(self.observers) else None
         for probe_id, result in batch:
             self.counters.results += 1
-            known = self.engine.accept(probe_id)
+            known = self.track_files.accept(probe_id) or self.engine.accept(probe_id)
             if not known or probe_id not in probes:
                 continue  # a late result of a probe a reload removed
             if observed is not None:
@@ -569,7 +579,12 @@ class Runtime:
         health in force, the plan and the applied table are only read)."""
         step = prepare(self.config, new, self.plan)
         health = self._carry(self.health, new, step.plan, step.config_diff)
-        settled = health.settle()
+        now, first = self.loop.time(), self.track_files.first_readings(step.plan, new,
+                                                                        self.plan.probes)
+        settled = starting_events([e for probe_id, result in first  # new FILE probes
+                                   for e in health.on_result(now, probe_id, result)],
+                                  step.config_diff.rs_added)
+        settled += health.settle()
         health.changed_services()  # a full reconcile follows
         live = health.live_table()
         removals, rest = split_removals(reconcile(live, self.applied))
@@ -578,7 +593,8 @@ class Runtime:
     async def _switch(self, ready: _Prepared) -> bool:
         step, new, changes = ready.step, ready.step.config, ready.step.plan_diff
         try:
-            self.engine.reload(step.plan, new, changes)
+            self.engine.reload(polled_plan(step.plan), new, polled_changes(changes, self.plan))
+            self.track_files.follow(step.plan, new)
         except Exception as error:
             log.critical("reload: the probe engine could not take the new configuration: "
                          "%s; stopping fastcheck (exit status %d)", one_line(error),
@@ -709,6 +725,7 @@ class Runtime:
         self._stopping = True
         self.observers.stopping(self)
         self.engine.close()
+        self.track_files.close()
         if self._tick_timer is not None:
             self._tick_timer.cancel()
             self._tick_timer = None

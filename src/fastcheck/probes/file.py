@@ -4,9 +4,10 @@ Owns: reading the file of a `TrackFile` (at most 127 bytes, as keepalived), pars
 number like C ``strtol(buf, NULL, 0)``, and keepalived's rule turning value, weight and
 ``reverse`` into up/down and a weight offset.
 Must not: decide health (FILE_CHECK has no retry, rise or fall of its own — health/
-applies results as they come), watch the file (the scheduler polls by running the probe),
+applies results as they come), watch the file,
 write the file (``init_file`` belongs to the daemon), touch the network, or know keyword
-spellings.
+spellings. The daemon follows the files (daemon/trackfiles.py: inotify, polling where
+there is none) and calls `FileProbe.read` when one changed.
 
 keepalived behaviour followed (2.2.7, keepalived/trackers/track_file.c process_track_file,
 update_track_file_status, process_update_checker_track_file_status; check/check_file.c):
@@ -138,9 +139,14 @@ class FileProbe:
 
     async def run(self, *, loop_time: Callable[[], float] | None = None) -> ProbeResult:
         """Read the file once (synchronously: a local read of 127 bytes at most)."""
-        clock = loop_time or time.monotonic
+        return self.read(loop_time or time.monotonic)
+
+    def read(self, clock: Callable[[], float] = time.monotonic, *,
+             gone: bool = False) -> ProbeResult:
+        """Read the file now; ``gone``: it was deleted or moved away, which keepalived
+        (process_inotify) takes as the value 0 without reading."""
         start = clock()
-        value, how = read_value(self.path)
+        value, how = (0, "deleted or moved away, taken as 0") if gone else read_value(self.path)
         if value is None or value < INT32_MIN or value > INT32_MAX + 1:
             how = f"out-of-range number ignored, keeping {self._last}"
             value = self._last
