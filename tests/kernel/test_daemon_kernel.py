@@ -8,11 +8,13 @@ bounded waits: it converges to the healthy servers, follows a listener going awa
 coming back, reloads on SIGHUP without ever dropping a surviving healthy server, repairs
 an `ipvsadm -d` and, on SIGTERM, exits 0 having removed only what it owns. When keepalived
 is installed, its checker run on the same configuration must build the same table.
+Reloads with files that must be refused never change the table, sampled all along.
 Every wait is bounded but generous (60 s): Python is slow under emulation.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -138,10 +140,11 @@ def listeners(net: Net) -> Iterator[Listeners]:
 class Process:
     """A daemon under test, its output in a log file; killed at teardown if still running."""
 
-    def __init__(self, argv: list[str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         with open(log_path, "w") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -163,11 +166,11 @@ class Process:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[[list[str], str], Process]]:
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
 
-    def start(argv: list[str], name: str) -> Process:
-        process = Process(argv, tmp_path / f"{name}.log")
+    def start(argv: list[str], name: str, env: dict[str, str] | None = None) -> Process:
+        process = Process(argv, tmp_path / f"{name}.log", env)
         started.append(process)
         return process
 
@@ -176,12 +179,13 @@ def spawn(tmp_path: Path) -> Iterator[Callable[[list[str], str], Process]]:
         process.kill()
 
 
-def fastcheck(spawn, tmp_path: Path, config: Path) -> Process:
+def fastcheck(spawn, tmp_path: Path, config: Path, *extra: str,
+              env: dict[str, str] | None = None) -> Process:
     return spawn([sys.executable, "-m", "fastcheck.cli", "run", "-f", str(config),
                   "--pid-file", str(tmp_path / "fc.pid"),
                   "--dump-file", str(tmp_path / "fc.data"),
-                  "--dump-json", str(tmp_path / "fc.json"), "--repair-interval", "1"],
-                 "fastcheck")
+                  "--dump-json", str(tmp_path / "fc.json"), "--repair-interval", "1", *extra],
+                 "fastcheck", env)
 
 
 def bulk(octet: int) -> list[str]:
@@ -290,3 +294,76 @@ def test_keepalived_builds_the_same_table(clean_ipvs, wait_until, net, listeners
     theirs = full_view(ipvsadm.list())
     assert theirs == ours, keepalived.log()
     assert keepalived.stop() == 0, keepalived.log()
+
+
+FAULT_HOOK = Path(__file__).resolve().parents[1] / "fault_hook"  # see its docstring
+REFUSED = "still running the previous configuration"
+
+
+def test_bad_reloads_never_change_the_kernel_table(clean_ipvs, wait_until, net, listeners,
+                                                   spawn, tmp_path):
+    """SIGHUP with files a reload must refuse — a 5,000-digit number, includes doubling
+    30 levels deep, a loader that raises, one that never ends (abandoned at
+    --reload-timeout) and one that eats memory (--reload-memory-limit): `ipvsadm -Ln`,
+    sampled all along, never differs from the table before; then a valid file is taken
+    and SIGTERM releases what fastcheck owns."""
+    ipvsadm, rs = clean_ipvs, net.rs
+    ipvsadm("-A", "-t", FOREIGN, "-s", "rr")
+    listeners.open(1, 2)  # host 3 refuses
+    config = tmp_path / "fastcheck.conf"
+    good = net.config({"10.66.1.1": [1, 2, 3], "10.66.1.2": [2]})
+    config.write_text(good)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(FAULT_HOOK), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    daemon = fastcheck(spawn, tmp_path, config, "--reload-timeout", "12",
+                       "--reload-memory-limit", "200M", env=env)
+    steady = {"10.66.1.1:80": {rs(1), rs(2)}, "10.66.1.2:80": {rs(2)}}
+    converge(ipvsadm, wait_until, daemon, steady, "start")
+    before = full_view(ipvsadm.list())
+
+    for level in range(30):
+        (tmp_path / f"d{level}.conf").write_text(f"include d{level + 1}.conf\n" * 2)
+    (tmp_path / "d30.conf").write_text("# leaf\n")
+    cases = {
+        "5000-digit number": "~SEQ(i," + "9" * 5000 + ",1) x\n",
+        "include doubling": "include d0.conf\n",
+        "loader raises": "# inject: raise\n",
+        "parse never ends": "# inject: hang\n",
+        "parse eats memory": "# inject: memory\n",
+    }
+    samples: list[FullView] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(full_view(ipvsadm.list()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        for done, (case, tail) in enumerate(cases.items(), start=1):
+            config.write_text(good + tail)
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda done=done: daemon.alive() and daemon.log().count(REFUSED) == done,
+                       timeout_s=WAIT_S, interval_s=0.2, what=f"{case}: the reload refused")
+        count = len(samples)
+        wait_until(lambda: len(samples) > count, timeout_s=WAIT_S, what="a last sample")
+    finally:
+        stop.set()
+        sampler.join(timeout=WAIT_S)
+    changed = [got for got in samples if {k: v for k, v in got.items() if k != FOREIGN}
+               != {k: v for k, v in before.items() if k != FOREIGN}]
+    assert not changed, f"the table changed during a bad reload: {changed[0]}\n{daemon.log()}"
+    assert len(samples) >= len(cases), samples
+    log = daemon.log()
+    assert "Traceback" not in log, log
+    for says in ("error(s)", "the loader failed: RuntimeError: injected loader fault",
+                 "reading took longer than 12 s", "reading needs more than 200.0 MiB"):
+        assert says in log, log
+
+    config.write_text(net.config({"10.66.1.1": [1, 2, 3], "10.66.1.3": [1]}))
+    daemon.proc.send_signal(signal.SIGHUP)
+    converge(ipvsadm, wait_until, daemon,
+             {"10.66.1.1:80": {rs(1), rs(2)}, "10.66.1.3:80": {rs(1)}}, "a valid reload")
+    assert daemon.stop() == 0, daemon.log()
+    assert view(ipvsadm.list()) == {FOREIGN: set()}, daemon.log()
