@@ -260,3 +260,18 @@ def test_omega_with_lvs_flush_on_stop_runs_no_per_server_notify_down() -> None:
     assert kinds(events) == ["RealServerDown", "RealServerDown", "QuorumLost"]
     flushed = start(load("global_defs {\n lvs_flush_on_stop\n}\n" + text))[0].shutdown()
     assert kinds(flushed) == ["QuorumLost"] and scripts(flushed) == ["/bin/qd 10.0.0.1"]
+
+
+def test_a_vs_without_quorum_given_a_new_sorry_server_starts_with_quorum_down_again() -> None:
+    old_cfg = load(vs("10.0.0.1", rs(1, 1, "alpha"), "quorum 1\n"))
+    old, _ = start(old_cfg)
+    assert old.startup_events() == []  # no sorry server: keepalived says nothing
+    cfg = load(vs("10.0.0.1", rs(1, 1, "alpha"), "quorum 1\n sorry_server 192.168.9.9 80\n"))
+    new, _ = reload(old, cfg)
+    vs_key = cfg.virtual_servers[0].key
+    assert new.settle() == [
+        ev.QuorumLost(vs_key, 0, 1, Script("/bin/qd 10.0.0.1"), quorum=1, hysteresis=0,
+                      cause=START),
+        ev.SorryServerIn(vs_key, RsKey(vs_key, "192.168.9.9", 80), False)]
+    (service,) = new.live_table().values()
+    assert [d.address for d in service.destinations] == ["192.168.9.9"]

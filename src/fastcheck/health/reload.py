@@ -75,6 +75,8 @@ def carry_over(old: HealthState, new_config: Config, new_plan: ProbePlan, diff: 
         before_vs = old._vs.get(vs_key)
         if before_vs is not None:
             vs.quorum_up, vs.vip_present = before_vs.quorum_up, before_vs.vip_present
+            if vs.sorry_rs is not None and vs.sorry_rs != before_vs.sorry_rs:
+                new._sorry_new.add(vs_key)  # clear_diff_s_srv: it is not alive yet
     new._changed.clear()
     new._derive_all(initial=False)
     new._changed.clear()

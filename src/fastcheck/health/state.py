@@ -168,6 +168,7 @@ class HealthState:
         # reload computed (removals, revived servers) — see reload.py.
         self._fresh_vs: set[VsKey] = set(self._vs)
         self._fresh_rs: set[RsKey] = set(self._rs)
+        self._sorry_new: set[VsKey] = set()  # kept VS given a new sorry server
         self._pending: list[ev.Event] = []
         self._derive_all(initial=True)
 
@@ -514,7 +515,9 @@ class HealthState:
           once its real servers are in, or, if they are not enough and it has a sorry
           server, "Starting with quorum down" and quorum_down (`update_quorum_state`
           init=true; without a sorry server it says nothing);
-        - a kept virtual server: the quorum flip the new configuration implies.
+        - a kept virtual server: the quorum flip the new configuration implies; one
+          without quorum that a reload gives a new sorry server "starts with quorum
+          down" again: the new sorry server goes in and quorum_down runs.
         """
         events, self._pending = self._pending, []
         init_notifies = self.config.global_defs.rs_init_notifies
@@ -527,12 +530,17 @@ class HealthState:
                                                       cause=ev.Cause.START))
             if vs.key not in self._fresh_vs:
                 self._check_quorum(vs, events, ev.Cause.START)
+                if vs.key in self._sorry_new and not vs.quorum_up:  # the new one goes in
+                    cfg = vs.cfg
+                    self._quorum_events(vs, threshold(False, cfg.quorum, cfg.hysteresis),
+                                        ev.Cause.START, events, swap=True)
             elif vs.quorum_up or vs.sorry_rs is not None:
                 cfg = vs.cfg
                 self._quorum_events(vs, threshold(False, cfg.quorum, cfg.hysteresis),
                                     ev.Cause.START, events, swap=False)
         self._fresh_vs.clear()
         self._fresh_rs.clear()
+        self._sorry_new.clear()
         return events
 
     def real_server_up(self, rs_key: RsKey) -> bool:
