@@ -3,8 +3,9 @@
 Owns: the sans-IO health decision for a whole configuration — per-check retry machines
 (checker.py), per-real-server aggregation (up iff every checker is up; no checks =
 always up), effective weights (MISC absolute, FILE offset, clamped), per-VS quorum with
-hysteresis (quorum.py), sorry servers, the removal budget (budget.py), omega on
-shutdown, ha_suspend, and `live_table()`: the IPVS table
+hysteresis (quorum.py), sorry servers, the removal budget (budget.py), what start-up
+and a reload announce (`settle`: keepalived's init_services order) and a stop
+(`shutdown`: omega), ha_suspend, and `live_table()`: the IPVS table
 the current health asks for, kept up to date incrementally.
 Must not: do I/O, read a clock, import asyncio/socket, run scripts or talk to the
 scheduler — it emits events (events.py) and the daemon acts on them.
@@ -17,8 +18,11 @@ sorry server, the alive servers leave the pool and the sorry server enters; on g
 reverse; without a sorry server only the notifiers run), `weigh_live_realservers`.
 Dynamic weights (check/check_misc.c, check_file.c): each checker holds a weight delta;
 effective = configured + Σ deltas, where MISC misc_dynamic gives an absolute weight
-(delta = weight − configured) and FILE an offset; a failed result drops the delta
-(keepalived check_misc.c resets `cur_weight`). The kernel gets `real_weight(effective)`.
+(delta = weight − configured) and FILE an offset. A MISC success without a weight (exit
+0) means the configured weight; a failure drops the delta only once the check is down —
+retries keep it (keepalived check_misc.c `cur_weight`). The kernel gets
+`real_weight(effective)`. Under a sorry server, inhibit_on_failure servers stay in the
+table at weight 0 (ipvswrapper.c `ipvs_cmd` turns their removal into weight 0).
 
 Incremental table: the table is built once from `desired_table` (so services, settings,
 FULLNAT local addresses and canonical destination settings are identical to it) and
