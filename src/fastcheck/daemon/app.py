@@ -29,11 +29,12 @@ from fastcheck.ipvs.backend import IpvsBackend, OpFailure
 from fastcheck.ipvs.ops import DestinationOp, LocalAddressOp, Op, ServiceOp
 from fastcheck.ipvs.reconcile import reconcile
 from fastcheck.ipvs.table import Service, ServiceKey, Table, desired_table
-from fastcheck.model import CheckKey, Config
+from fastcheck.model import CheckKey, Config, VsKey
 from fastcheck.probeplan import ProbePlan, plan_probes
 from fastcheck.probes.result import Failure, ProbeResult
 
 from . import dump
+from .addresses import VipTracker
 from .engine import LocalEngine, OnResult, ProbeEngine
 from .log import (
     DETAIL,
@@ -94,6 +95,10 @@ class Health(Protocol):
 
     def shutdown(self) -> list[Any]:
         """What a stop announces (omega notifiers)."""
+        ...
+
+    def set_vip_present(self, vs_key: VsKey, present: bool) -> list[Any]:
+        """ha_suspend: whether the VS's address is on this host (results wait while not)."""
         ...
 
 
@@ -193,6 +198,7 @@ class Runtime:
         self.exit_status = EXIT_OK
         # FILE_CHECK files are followed here (inotify); the engine never sees those probes.
         self.track_files = TrackFiles(self.loop, self._on_result, config)
+        self.vips = VipTracker(self.loop, lambda: self.health)  # ha_suspend
         self.engine: ProbeEngine = (engine_factory or local_engine)(
             self.loop, polled_plan(self.plan), config, self._on_result, options, rng,
             on_fatal=self.fatal)
@@ -317,6 +323,7 @@ class Runtime:
         self._handle_events(self.health.startup_events())
         self._arm_tick()
         self.track_files.follow(self.plan, self.config)
+        self.vips.follow(self.config)
         self.engine.start(polled_plan(self.plan))
 
     # ------------------------------------------------------------------ results
@@ -604,6 +611,7 @@ class Runtime:
             return False
         self.health = ready.health
         self.config, self.plan = new, step.plan
+        self.vips.follow(new)
         self._owned_keys = frozenset(ready.live)  # = desired_table(new) keys
         self._handle_events(ready.settled)
         self.counters.reloads += 1
@@ -726,6 +734,7 @@ class Runtime:
         self.observers.stopping(self)
         self.engine.close()
         self.track_files.close()
+        self.vips.close()
         if self._tick_timer is not None:
             self._tick_timer.cancel()
             self._tick_timer = None

@@ -187,6 +187,14 @@ def rs_text(rs: RsKey) -> str:
     return _trio(rs.address, rs.vs.protocol, rs.port)
 
 
+def checker_activity_message(rs: RsKey, *, active: bool, starting: bool) -> str:
+    """ha_suspend (keepalived check_api.c): at start "Activating/Deactivating
+    healthchecker for service RS for VS VS", later "Activating/Suspending …"."""
+    verb = ("Activating" if active else "Deactivating") if starting else \
+        ("Activating" if active else "Suspending")
+    return f"{verb} healthchecker for service {rs_text(rs)} for VS {vs_text(rs.vs)}"
+
+
 def service_text(key: ServiceKey) -> str:
     """A kernel service as keepalived names a virtual server: ``[addr]:proto:port``."""
     if key.fwmark:

@@ -152,7 +152,7 @@ def _error_of(payload: bytes, flags: int) -> Outcome:
     return -code, message
 
 
-def _messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+def messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
     """(type, flags, seq, payload) of each netlink message in one datagram."""
     offset = 0
     while offset + _HEADER.size <= len(data):
@@ -262,7 +262,7 @@ class GenlSocket:
     def _collect(self, first: int, count: int, last: int, outcomes: list[Outcome],
                  base: int) -> None:
         while True:
-            for kind, flags, seq, payload in _messages(self._recv()):
+            for kind, flags, seq, payload in messages(self._recv()):
                 offset = (seq - first) & 0xFFFFFFFF
                 if kind != NLMSG_ERROR or offset >= count:
                     continue  # a stale answer to an earlier, abandoned request
@@ -277,7 +277,7 @@ class GenlSocket:
         self._sock.send(self._frame(msg_type, flags, seq, payload))
         replies: list[Attrs] = []
         while True:
-            for kind, mflags, mseq, body in _messages(self._recv()):
+            for kind, mflags, mseq, body in messages(self._recv()):
                 if mseq != seq:
                     continue
                 if kind == NLMSG_ERROR:
