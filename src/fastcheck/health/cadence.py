@@ -2,18 +2,20 @@
 
 Owns: `Cadence` (one per checker: the time it wants its next result, its retry count
 while down, the url pass of HTTP_GET/SSL_GET), keepalived's re-arm table (`DOWN_CADENCE`,
-`RETRY_FROM_START`, `PASS_KINDS`, `WATCHED`) and `off_slot` (whether a probe must be
-moved).
+`RETRY_FROM_START`, `PASS_KINDS`, `WATCHED`), `verdict` and `rearm`; HealthState.on_result
+applies them.
 Must not: decide up/down (checker.py's `RULES` do; this module only says which result a
 checker sees and translates a multi-url run into what `Checker.step` is given), read a
 clock, or know real servers and quorum.
 
 Why. Identical checks of several virtual servers share one probe (probeplan.py), which
 runs as often as its fastest owner asks. keepalived runs one checker per owner, each on
-its own timer; so here each owner takes only the results of runs that start at or after
-the time it wants (`takes`, within `tolerance_s`), and the probe runs next at the earliest
-time any owner wants (`off_slot`) — earlier *or later* than its slot. A run wanted by
-nobody is never made; an owner never counts another owner's retries as its own.
+its own timer; so here each owner of a shared probe takes only the results of runs that
+start at or after the time it wants (`due`, within `tolerance_s`), and the probe runs next
+at the earliest time any owner wants — earlier *or later* than its slot: health/ says so
+(`ProbeRescheduled`) unless that is the next slot already. A run wanted by nobody is
+never made; an owner never counts another owner's retries as its own. A probe with one
+owner runs only when that owner wants it, so it takes every result.
 
 keepalived 2.2.7 re-arm (check/check_tcp.c `tcp_epilog`, check_udp.c `udp_epilog`,
 check_ping.c `icmp_epilog`, check_smtp.c `smtp_final`, check_dns.c `dns_final`,
@@ -111,10 +113,6 @@ class Cadence:
         self.due, self.down_retries = old.due, old.down_retries
         self.failed_url, self.pass_at = old.failed_url, old.pass_at
 
-    def takes(self, started: float, tolerance: float) -> bool:
-        """Whether a run that started at `started` is one this owner wants."""
-        return started >= self.due - tolerance
-
     def snapshot(self) -> dict[str, object]:
         return {"due": None if math.isinf(self.due) else self.due,
                 "down_retries": self.down_retries, "failed_url": self.failed_url,
@@ -209,10 +207,3 @@ def rearm(check: Check, cadence: Cadence, *, was_up: bool, first: bool, up: bool
     else:
         cadence.down_retries = 0
         cadence.due = loop_at
-
-
-def off_slot(due: float, started: float, interval_s: float, tolerance: float) -> bool:
-    """Whether a probe whose owners want it next at `due` (the earliest of them) must be
-    moved: False when its next slot, about `started + interval_s`, is that run already."""
-    natural = started + interval_s
-    return not natural - tolerance <= due <= natural

@@ -42,7 +42,7 @@ from dataclasses import replace
 from fastcheck.health import cadence
 from fastcheck.health import events as ev
 from fastcheck.health.budget import RemovalBudget
-from fastcheck.health.checker import Checker, HealthOptions, Step
+from fastcheck.health.checker import UP_STATES, Checker, CheckState, HealthOptions, Step
 from fastcheck.health.quorum import initial_quorum, next_quorum, real_weight, threshold
 from fastcheck.ipvs.table import (
     DestinationKey,
@@ -134,6 +134,7 @@ class HealthState:
         self._rs: dict[RsKey, _Rs] = {}
         self._checkers: dict[CheckKey, Checker] = {}
         self._by_probe: dict[int, list[tuple[Checker, _Rs]]] = {}
+        self._clocks: dict[int, tuple[float, float, bool, bool]] = {}  # see _clock_of
         self._ramping: dict[RsKey, _Rs] = {}
         ids = plan.ids
         for vs_cfg in config.virtual_servers:
@@ -280,38 +281,62 @@ class HealthState:
             return events
         rise = self.options.rise
         started = now - result.latency_s
-        planned = self.plan.probes.get(probe_id)
-        interval = planned.interval_s if planned is not None else math.inf
-        tolerance = cadence.tolerance_s(interval)
-        scheduled = owners[0][0].check.kind not in cadence.WATCHED
-        shared = scheduled and len(owners) > 1  # a lone owner asked for every run it gets
+        clock = self._clocks.get(probe_id)
+        if clock is None:
+            clock = self._clocks[probe_id] = self._clock_of(probe_id, owners)
+        interval, tolerance, scheduled, shared = clock
         want = math.inf
         for checker, rs in owners:
             if rs.vs.cfg.ha_suspend and not rs.vs.vip_present:
                 continue
             timing = checker.cadence
-            if shared and not timing.takes(started, tolerance):
+            if shared and started < timing.due - tolerance:
                 want = min(want, timing.due)
                 continue  # not this owner's run: keepalived would not have checked yet
-            was_up, first = checker.up, not checker.has_run
-            ok = cadence.verdict(checker.check, timing, was_up, result)
+            check = checker.check
+            state = checker.state
+            if state is CheckState.UP and result.ok:  # the steady state, kept cheap
+                self._step(now, probe_id, checker, rs, True, result, rise, events)
+                if checker.state is CheckState.UP:
+                    timing.due = due = started + check.delay_loop_s
+                    if due < want:
+                        want = due
+                    continue
+                cadence.rearm(check, timing, was_up=True, first=False, up=checker.up,
+                              retrying=False, ok=True, result=result, started=started,
+                              now=now)
+                want = min(want, timing.due)
+                continue
+            was_up, first = state in UP_STATES, not checker.has_run
+            ok = cadence.verdict(check, timing, was_up, result)
             if ok is None:  # an HTTP url pass goes on: nothing to decide yet
-                cadence.rearm(checker.check, timing, was_up=False, first=False, up=False,
+                cadence.rearm(check, timing, was_up=False, first=False, up=False,
                               retrying=False, ok=None, result=result, started=started,
                               now=now)
                 want = min(want, timing.due)
                 continue
             step = self._step(now, probe_id, checker, rs, ok, result, rise, events)
-            cadence.rearm(checker.check, timing, was_up=was_up, first=first, up=checker.up,
+            cadence.rearm(check, timing, was_up=was_up, first=first, up=checker.up,
                           retrying=step is Step.RETRY, ok=ok, result=result,
                           started=started, now=now)
             want = min(want, timing.due)
-        if scheduled and want < math.inf and cadence.off_slot(want, started, interval,
-                                                              tolerance):
-            events.append(ev.ProbeRescheduled(probe_id, max(0.0, want - now)))
+        if scheduled and want < math.inf:
+            natural = started + interval  # about when the next slot comes
+            if not natural - tolerance <= want <= natural:
+                events.append(ev.ProbeRescheduled(probe_id, max(0.0, want - now)))
         if self._tripped:
             self._recover(now, events)
         return events
+
+    def _clock_of(self, probe_id: int,
+                  owners: list[tuple[Checker, _Rs]]) -> tuple[float, float, bool, bool]:
+        """(interval, tolerance, scheduled, shared) of a probe, for `on_result`: whether
+        the health layer moves it, and whether its owners take only the runs they want."""
+        planned = self.plan.probes.get(probe_id)
+        interval = planned.interval_s if planned is not None else math.inf
+        scheduled = owners[0][0].check.kind not in cadence.WATCHED
+        shared = scheduled and len(owners) > 1  # a lone owner asked for every run it gets
+        return interval, cadence.tolerance_s(interval), scheduled, shared
 
     def _step(self, now: float, probe_id: int, checker: Checker, rs: _Rs, ok: bool,
               result: ProbeResult, rise: int, events: list[ev.Event]) -> Step:
@@ -477,13 +502,16 @@ class HealthState:
             vs.vip_present = present
         return []
 
-    def shutdown(self) -> list[ev.Event]:
+    def shutdown(self, release: bool = True) -> list[ev.Event]:
         """What a stop announces (keepalived ipwrapper.c `clear_services`): for each virtual
         server with omega, notify_down of every live real server still in the table, then
         quorum_down whatever its quorum state (`update_vs_notifies(vs, stopping=true)`
         always notifies). With `lvs_flush_on_stop` the table is flushed and only the
-        quorum_down notifiers run."""
+        quorum_down notifiers run. With `release` False (--dont-release-ipvs) keepalived
+        skips `clear_services` and fastcheck announces nothing either."""
         events: list[ev.Event] = []
+        if not release:
+            return events
         flushed = self.config.global_defs.lvs_flush_on_stop != "off"
         for vs in self._vs.values():
             if not vs.cfg.omega:
