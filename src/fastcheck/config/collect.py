@@ -1,7 +1,9 @@
 """Collects the keywords of one block through a keywords.py table.
 
-Owns: unknown-keyword, block-shape and argument errors for a single block, and the
-"set twice" warning. Must not: resolve defaults or look outside the block.
+Owns: unknown-keyword, block-shape and argument errors for a single block, the "set
+twice" warning, and the warnings and notices for keywords keepalived ignores or
+deprecates (their reasons are in keywords.py). Must not: resolve defaults or look outside
+the block.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def collect(statements: tuple[Statement, ...], table: dict[str, k.Kw], context: 
         if kw is None:
             diags.error(st.position, f"unknown keyword '{st.keyword}' in {context}")
             continue
+        if kw.ignored is not None:
+            diags.warning(st.position, f"'{st.keyword}' is ignored in {context}: {kw.ignored}")
+            continue
+        if kw.notice is not None:
+            diags.info(st.position, kw.notice)
         if kw.block is not None:
             if st.children is None and kw.block != "list":
                 diags.error(st.position, f"'{st.keyword}' needs a {{ }} block")

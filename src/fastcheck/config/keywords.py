@@ -31,6 +31,11 @@ class Kw:
     convert: v.Converter | None = None
     block: str | None = None  # name of the child table when the keyword opens a block
     repeat: bool = False  # may appear several times (values collected in order)
+    # Read and thrown away, as keepalived does, with a warning giving this reason (the
+    # arguments are not looked at).
+    ignored: str | None = None
+    # Read as `field`, with a notice giving this advice (a spelling keepalived deprecates).
+    notice: str | None = None
 
 
 INCLUDE_KEYWORDS = frozenset({"include", "includer", "includem", "includew", "includeb",
@@ -350,6 +355,11 @@ VIRTUAL_SERVER: dict[str, Kw] = {
     "sorry_server_inhibit": Kw("sorry_server_inhibit", v.flag),
     "sorry_server_lvs_method": Kw("sorry_server_forwarding", forwarding),
     "real_server": Kw("real_servers", block="real_server", repeat=True),
+    # keepalived 1.2 (and the FULLNAT fork) stored it and never used it; 2.2.7 does not
+    # know it and runs on ("Unknown keyword 'nat_mask'").
+    "nat_mask": Kw("nat_mask", ignored="keepalived 1.2 stores it without using it (it was "
+                                       "for Linux 2.2 masquerading) and 2.2.7 does not know "
+                                       "it"),
     # Alibaba FULLNAT (keepalived 1.2.2 fork) additions.
     "laddr_group_name": Kw("local_address_group", v.string),
     "syn_proxy": Kw("syn_proxy", v.flag),
@@ -374,7 +384,6 @@ REAL_SERVER: dict[str, Kw] = {
 CHECK_TIMING: dict[str, Kw] = {
     "delay_loop": INHERITED["delay_loop"],
     "retry": Kw("retry", CHECK_RETRY),
-    "nb_get_retry": Kw("retry", CHECK_RETRY),
     "delay_before_retry": INHERITED["delay_before_retry"],
     "warmup": INHERITED["warmup"],
     "alpha": INHERITED["alpha"],
@@ -406,8 +415,43 @@ URL: dict[str, Kw] = {
     "regex_max_offset": Kw("regex_max_offset", v.int_range(0, 2**31 - 1)),
 }
 
+# Per check type defaults that keepalived applies when nothing is inherited.
+DEFAULT_RETRY = {CheckKind.DNS: 3, CheckKind.MISC: 0}
+DEFAULT_RETRY_OTHERS = 1
+DEFAULT_DELAY_BEFORE_RETRY_S = {CheckKind.HTTP: 3.0, CheckKind.HTTPS: 3.0}
+DEFAULT_DELAY_BEFORE_RETRY_OTHERS_S = 1.0
+DEFAULT_DELAY_LOOP_S = 60.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+
+# `nb_get_retry` is HTTP_GET/SSL_GET's own keyword in keepalived 1.2 (check_http.c
+# nb_get_retry_handler; the FULLNAT fork's TCP_CHECK has no retries at all, its
+# SMTP_CHECK says `retry`) and a deprecated spelling of `retry` there in 2.2.7
+# (check_http.c http_get_retry_handler). Every other checker ignores it: 2.2.7 logs
+# "Unknown keyword 'nb_get_retry'" and keeps its retry.
+NB_GET_RETRY = "nb_get_retry"
+
+
+def nb_get_retry_ignored(kind: CheckKind) -> Kw:
+    if kind is CheckKind.FILE:
+        after = "FILE_CHECK acts at once, without retries"
+    else:
+        default = DEFAULT_RETRY.get(kind, DEFAULT_RETRY_OTHERS)
+        after = (f"retry stays as set by 'retry' (here, on the real or virtual server) or "
+                 f"{kind.value}'s default, {default}")
+    return Kw("retry", ignored=f"keepalived reads it only in HTTP_GET and SSL_GET; {after}")
+
+
+def with_nb_get_retry(tables: dict[CheckKind, dict[str, Kw]]) -> dict[CheckKind, dict[str, Kw]]:
+    """Every checker that does not read `nb_get_retry` ignores it with a warning."""
+    return {kind: table if NB_GET_RETRY in table else
+            {**table, NB_GET_RETRY: nb_get_retry_ignored(kind)}
+            for kind, table in tables.items()}
+
+
 HTTP_GET: dict[str, Kw] = {
     **CHECK_COMMON,
+    NB_GET_RETRY: Kw("retry", CHECK_RETRY, notice="nb_get_retry is deprecated - please "
+                                                  "use 'retry'"),
     "http_protocol": Kw("http_protocol", v.choice(HTTP_PROTOCOLS, "HTTP protocol")),
     "virtualhost": INHERITED["virtualhost"],
     "fast_recovery": Kw("fast_recovery", v.flag),
@@ -416,7 +460,7 @@ HTTP_GET: dict[str, Kw] = {
 
 SMTP_HOST = dict(CHECK_CONNECTION)  # legacy `host { connect_ip … }` sub-block
 
-CHECKS: dict[CheckKind, dict[str, Kw]] = {
+CHECKS: dict[CheckKind, dict[str, Kw]] = with_nb_get_retry({
     CheckKind.TCP: CHECK_COMMON,
     CheckKind.HTTP: HTTP_GET,
     CheckKind.HTTPS: {**HTTP_GET, "enable_sni": Kw("enable_sni", v.flag)},
@@ -451,14 +495,6 @@ CHECKS: dict[CheckKind, dict[str, Kw]] = {
         "weight": Kw("weight", weight_reverse),
         "dynamic": Kw("dynamic", v.flag),
     },
-}
+})
 
 SUB_BLOCKS: dict[str, dict[str, Kw]] = {"url": URL, "smtp_host": SMTP_HOST}
-
-# Per check type defaults that keepalived applies when nothing is inherited.
-DEFAULT_RETRY = {CheckKind.DNS: 3, CheckKind.MISC: 0}
-DEFAULT_RETRY_OTHERS = 1
-DEFAULT_DELAY_BEFORE_RETRY_S = {CheckKind.HTTP: 3.0, CheckKind.HTTPS: 3.0}
-DEFAULT_DELAY_BEFORE_RETRY_OTHERS_S = 1.0
-DEFAULT_DELAY_LOOP_S = 60.0
-DEFAULT_CONNECT_TIMEOUT_S = 5.0
