@@ -104,8 +104,10 @@ LVS_MAX_TIMEOUT_S = 2678400  # 31 days, keepalived's limit for IPVS timeouts
 
 
 def persistence_timeout(args: tuple[str, ...]) -> int:
+    """A bare keyword is keepalived's 6 minutes; 0 is returned for the loader to refuse
+    with a warning (keepalived check_parser.c pto_handler leaves persistence off)."""
     v.expect_count(args, 0, 1)
-    return 360 if not args else v.parse_int(args[0], 1, LVS_MAX_TIMEOUT_S, "timeout")
+    return 360 if not args else v.parse_int(args[0], 0, LVS_MAX_TIMEOUT_S, "timeout")
 
 
 def positive_timer(limit_s: float) -> v.Converter:
@@ -346,7 +348,7 @@ VIRTUAL_SERVER: dict[str, Kw] = {
     "protocol": Kw("protocol", protocol),
     "ha_suspend": Kw("ha_suspend", v.flag),
     "omega": Kw("omega", v.flag),
-    "quorum": Kw("quorum", v.int_range(1, 2**31 - 1)),
+    "quorum": Kw("quorum", v.int_range(0, 2**31 - 1)),  # 0: the loader repairs it to 1
     "hysteresis": Kw("hysteresis", v.int_range(0, 2**31 - 1)),
     "quorum_up": Kw("quorum_up", v.script),
     "quorum_down": Kw("quorum_down", v.script),

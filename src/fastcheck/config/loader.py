@@ -21,7 +21,7 @@ from fastcheck.config.checks import build_checks
 from fastcheck.config.collect import Fields, collect
 from fastcheck.config.groups import local_addresses, vs_group_entry
 from fastcheck.config.parser import Statement, parse_file, parse_text
-from fastcheck.errors import ConfigError, Diagnostics, Position, clip
+from fastcheck.errors import ConfigError, Diagnostics, Position, clip, echo
 from fastcheck.gcpause import gc_paused
 from fastcheck.model import (
     Config,
@@ -266,6 +266,20 @@ class Loader:
         return LocalAddressGroup(name, tuple(dict.fromkeys(addresses)), st.position)
 
 
+def _entries(entries: list[GroupEntry]) -> str:
+    """Group entries for a message: the first three, then how many more."""
+    shown = []
+    for entry in entries[:3]:
+        if entry.fwmark is not None:
+            shown.append(f"fwmark {entry.fwmark}")
+            continue
+        span = entry.first if entry.first == entry.last else f"{entry.first}-{entry.last}"
+        shown.append(format_endpoint(span or "", entry.port or 0))
+    more = f" and {len(entries) - 3} more" if len(entries) > 3 else ""
+    noun = "group entry" if len(entries) == 1 else "group entries"
+    return f"{noun} {', '.join(shown)}{more}"
+
+
 def _with_position(entry: Any, position: Position) -> Any:
     return type(entry)(entry.first, entry.last, entry.port, entry.fwmark, entry.family,
                        position)
@@ -310,6 +324,12 @@ class VirtualServerBuilder:
                                             f"'{k.DEFAULT_SCHEDULER}'")
         scheduler = vsf.get("scheduler", k.DEFAULT_SCHEDULER)
         persistence = vsf.get("persistence_timeout_s")
+        if persistence == 0:  # keepalived check_parser.c pto_handler: invalid, left unset
+            self.diags.warning(fields.positions["persistence_timeout_s"],
+                               f"{where}: persistence_timeout 0 is invalid (keepalived "
+                               f"takes 1..{k.LVS_MAX_TIMEOUT_S}); persistence stays off, as "
+                               "keepalived leaves it")
+            persistence = None
         if persistence is None and "persistence_granularity" in vsf:
             persistence = 360
         if self.zero_port(kind, port, group) and persistence is None:
@@ -333,6 +353,9 @@ class VirtualServerBuilder:
         family = self.family(st, kind, address, group, vsf.get("ip_family"), real_servers)
         quorum, hysteresis = self.quorum(fields, real_servers)
         granularity = self.granularity(fields, family)
+        sorry = self.sorry_server(st, fields, kind, port, forwarding)
+        if group is not None:
+            self.group_ports(where, group, real_servers, sorry, fields)
         laddr = vsf.get("local_address_group")
         if laddr is not None and laddr not in self.context.laddr_groups:
             self.diags.error(fields.positions["local_address_group"],
@@ -355,7 +378,7 @@ class VirtualServerBuilder:
             inhibit_on_failure=vsf.get("inhibit_on_failure", False),
             smtp_alert=self.smtp_alert(vsf.get("smtp_alert"), default=False),
             virtualhost=vsf.get("virtualhost"),
-            sorry_server=self.sorry_server(st, fields, kind, port, forwarding),
+            sorry_server=sorry,
             real_servers=real_servers, local_address_group=laddr,
             syn_proxy=vsf.get("syn_proxy", False), vip_bind_dev=vsf.get("vip_bind_dev"),
             established_timeout_s=vsf.get("established_timeout_s"),
@@ -365,6 +388,9 @@ class VirtualServerBuilder:
                                              str | None] | None:
         args = st.args
         try:
+            if len(args) > 2:
+                self.ignored_header_words(st)
+                args = args[:2]
             if args[:1] == ("fwmark",):
                 v.expect_count(args, 2)
                 return VsKind.FWMARK, None, None, v.parse_int(args[1], 1, 2**32 - 1,
@@ -379,6 +405,17 @@ class VirtualServerBuilder:
         except v.ValueProblem as problem:
             self.diags.error(st.position, f"virtual_server: {problem}")
             return None
+
+    def ignored_header_words(self, st: Statement) -> None:
+        """keepalived check_parser.c vs_handler passes only the two words after
+        `virtual_server` to alloc_vs (check_data.c); the rest are dropped without a word.
+        fastcheck names them: `virtual_server 10.0.0.1 80 dev eth0` serves 10.0.0.1:80 on
+        every interface, which is not what its author meant."""
+        kept, extra = " ".join(st.args[:2]), " ".join(st.args[2:])
+        self.diags.warning(st.position, f"virtual_server: ignoring {echo(extra)} after "
+                                        f"'{clip(kept)}', as keepalived does: it reads only "
+                                        "ADDRESS [PORT], 'fwmark N' or 'group NAME' there "
+                                        "(an IPVS service has no interface)")
 
     def protocol(self, st: Statement, where: str, kind: VsKind, fields: Fields) -> Protocol:
         entries = self._group_entries(self._group_of(st))
@@ -465,11 +502,16 @@ class VirtualServerBuilder:
         return mask
 
     def quorum(self, fields: Fields, real_servers: tuple[RealServer, ...]) -> tuple[int, int]:
-        """keepalived's order: cap quorum at the total weight, then hysteresis below it."""
+        """keepalived's order: quorum 0 becomes 1 (check_parser.c quorum_handler), then
+        quorum is capped at the total weight, then hysteresis is kept below it."""
         quorum = fields.get("quorum", 1)
         hysteresis = fields.get("hysteresis", 0)
         total = sum(rs.weight for rs in real_servers)
         where = fields.positions.get("quorum")
+        if quorum == 0:
+            self.diags.warning(where, "quorum 0 must be at least 1; setting quorum to 1, as "
+                                      "keepalived does")
+            quorum = 1
         if quorum > total:
             self.diags.warning(where, f"quorum {quorum} exceeds the total weight {total} of "
                                       f"the real servers; reducing quorum to {total}")
@@ -506,6 +548,33 @@ class VirtualServerBuilder:
         port = self._port(fields.positions["sorry_server"], "sorry server", kind, port,
                           vs_port, method)
         return SorryServer(address, port, method, fields.get("sorry_server_inhibit", False))
+
+    def group_ports(self, where: str, group: str, real_servers: tuple[RealServer, ...],
+                    sorry: SorryServer | None, fields: Fields) -> None:
+        """keepalived check_data.c validate_check_config, for a virtual_server_group: with
+        DR or TUN forwarding a port that differs from a group entry's is only warned about
+        (the kernel delivers such traffic on the entry's port), and nothing is changed."""
+        entries = self._group_entries(group)
+        servers: list[tuple[Position | None, str, int, Method]] = [
+            (rs.position, f"real server {format_endpoint(rs.address, rs.port)}", rs.port,
+             rs.forwarding.method) for rs in real_servers]
+        if sorry is not None:
+            servers.append((fields.positions["sorry_server"],
+                            f"sorry server {format_endpoint(sorry.address, sorry.port)}",
+                            sorry.port, sorry.forwarding.method))
+        for position, what, port, method in servers:
+            if method not in (Method.DR, Method.TUN) or not port:
+                continue
+            marks = [e for e in entries if e.fwmark is not None]
+            if marks:
+                self.diags.warning(position, f"{where}: {what} has a port specified with "
+                                             f"{method.value} forwarding to {_entries(marks)}"
+                                             " - port will be ignored")
+            differ = [e for e in entries if e.fwmark is None and (e.port or 0) != port]
+            if differ:
+                self.diags.warning(position, f"{where}: {what} and {_entries(differ)} ports "
+                                             f"don't match - with {method.value} forwarding "
+                                             "the port will be ignored")
 
     def real_servers(self, vs_fields: Fields, kind: VsKind, vs_port: int | None,
                      vs_forwarding: Forwarding) -> tuple[RealServer, ...]:
