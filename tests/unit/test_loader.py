@@ -465,8 +465,8 @@ def test_vrrp_blocks_are_skipped_with_one_notice_each():
      "t.conf:3: HTTP_GET needs at least one url block"),
     ("virtual_server group NOPE {\n}",
      "t.conf:1: virtual_server: virtual_server_group 'NOPE' is not defined"),
-    ("virtual_server 10.0.0.1 80 {\n quorum 0\n}",
-     "t.conf:2: quorum: value 0 is out of range"),
+    ("virtual_server 10.0.0.1 80 {\n quorum -1\n}",
+     "t.conf:2: quorum: value -1 is out of range"),
     ("virtual_server 10.0.0.1 80 {\n real_server 10.1.0.1 80 {\n FILE_CHECK {\n"
      " track_file nope\n }\n }\n}",
      "t.conf:4: track_file 'nope' is not defined"),
