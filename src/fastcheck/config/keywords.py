@@ -222,11 +222,13 @@ def flush_on_stop(args: tuple[str, ...]) -> str:
 
 
 def dns_type(args: tuple[str, ...]) -> str:
-    return v.choice({t: t for t in DNS_TYPES}, "DNS query type")((v.string(args).upper(),))
+    name: str = v.choice({t: t for t in DNS_TYPES}, "DNS query type")((v.string(args).upper(),))
+    return name
 
 
 def protocol(args: tuple[str, ...]) -> Protocol:
-    return v.choice(PROTOCOLS, "protocol")((v.string(args).upper(),))
+    proto: Protocol = v.choice(PROTOCOLS, "protocol")((v.string(args).upper(),))
+    return proto
 
 
 WEIGHT = v.int_range(0, 2**31 - 1)
