@@ -222,6 +222,18 @@ def test_words_after_the_virtual_server_port_are_ignored_and_named():
         "(an IPVS service has no interface)"]
 
 
+def test_words_after_a_group_name_are_ignored_and_the_group_still_read():
+    group = "virtual_server_group G {\n fwmark 7\n}\n"
+    config, diags = load(group + "virtual_server group G dev eth0 {\nlb_algo rr\n"
+                         "lb_kind NAT\nreal_server 10.1.0.1 { }\n}\n")
+    vs = config.virtual_servers[0]
+    assert vs.kind is VsKind.GROUP and vs.group == "G"
+    assert warnings_of(diags) == [
+        "t.conf:4: warning: virtual_server: ignoring 'dev eth0' after 'group G', as "
+        "keepalived does: it reads only ADDRESS [PORT], 'fwmark N' or 'group NAME' there "
+        "(an IPVS service has no interface)"]
+
+
 def test_a_bad_port_before_dev_is_still_an_error():
     with pytest.raises(ConfigError) as info:
         load(vs_text("real_server 10.1.0.1 80 { }", header="10.0.0.1 dev eth0"))

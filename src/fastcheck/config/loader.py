@@ -434,7 +434,7 @@ class VirtualServerBuilder:
 
     @staticmethod
     def _group_of(st: Statement) -> str | None:
-        return st.args[1] if st.args[:1] == ("group",) and len(st.args) == 2 else None
+        return st.args[1] if st.args[:1] == ("group",) and len(st.args) >= 2 else None
 
     def _group_entries(self, group: str | None) -> tuple[GroupEntry, ...]:
         found = self.context.vs_groups.get(group or "")
