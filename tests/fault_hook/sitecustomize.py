@@ -2,7 +2,8 @@
 Python process started with it misbehaves on files that ask for it with a marker line.
 
 - ``# inject: raise``  → the loader raises RuntimeError("injected loader fault");
-- ``# inject: hang``   → the loader spins forever (a parse that never ends);
+- ``# inject: hang``   → the loader spins forever (a parse that never ends), once it has
+  created ``<file>.hanging`` so that a test knows the parse has begun;
 - ``# inject: memory`` → the loader allocates 1 MiB blocks until MemoryError.
 
 Files without a marker load normally, so a daemon started on a clean file runs as usual
@@ -29,6 +30,7 @@ if _loader is not None:
         if "# inject: raise" in text:
             raise RuntimeError("injected loader fault")
         if "# inject: hang" in text:
+            open(f"{path}.hanging", "w").close()
             while True:
                 pass
         if "# inject: memory" in text:

@@ -92,7 +92,7 @@ class UpIfLastOk:
     def settle(self) -> list[Any]:
         return []
 
-    def shutdown(self) -> list[Any]:
+    def shutdown(self, release: bool = True) -> list[Any]:
         return []
 
 

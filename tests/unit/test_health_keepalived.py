@@ -262,6 +262,12 @@ def test_omega_with_lvs_flush_on_stop_runs_no_per_server_notify_down() -> None:
     assert kinds(flushed) == ["QuorumLost"] and scripts(flushed) == ["/bin/qd 10.0.0.1"]
 
 
+def test_omega_announces_nothing_when_the_table_is_left_in_place() -> None:
+    """--dont-release-ipvs: keepalived skips clear_services, so no omega notifier runs."""
+    events = start(load(vs("10.0.0.1", rs(1) + rs(2), "omega\n")))[0].shutdown(release=False)
+    assert events == []
+
+
 def test_a_vs_without_quorum_given_a_new_sorry_server_starts_with_quorum_down_again() -> None:
     old_cfg = load(vs("10.0.0.1", rs(1, 1, "alpha"), "quorum 1\n"))
     old, _ = start(old_cfg)

@@ -93,8 +93,9 @@ class Health(Protocol):
         """After a carry-over: the flips the new configuration implies."""
         ...
 
-    def shutdown(self) -> list[Any]:
-        """What a stop announces (omega notifiers)."""
+    def shutdown(self, release: bool = True) -> list[Any]:
+        """What a stop announces (omega notifiers); `release` False: the table stays
+        (--dont-release-ipvs), nothing is announced."""
         ...
 
     def set_vip_present(self, vs_key: VsKey, present: bool) -> list[Any]:
@@ -410,13 +411,13 @@ class Runtime:
             if isinstance(event, ProbeRescheduled):
                 self.engine.reschedule(event.probe_id, event.delay_s)
                 continue  # scheduling, not news: neither notified nor logged
+            for level, text in event_messages(event):  # keepalived logs, then notifies
+                log.log(level, "%s", text)
             if not isinstance(event, RetryRequested):
                 self.notifier.on_event(event)
             if isinstance(event, CheckerUp):
                 for failure in Failure:  # a new failure after recovery logs at once
                     self._repeats.forget((event.check, failure))
-            for level, text in event_messages(event):
-                log.log(level, "%s", text)
 
     # ------------------------------------------------------------------ applying
 
@@ -613,7 +614,6 @@ class Runtime:
         self.config, self.plan = new, step.plan
         self.vips.follow(new)
         self._owned_keys = frozenset(ready.live)  # = desired_table(new) keys
-        self._handle_events(ready.settled)
         self.counters.reloads += 1
         d = step.config_diff
         log.info("reload: virtual servers +%d -%d ~%d, real servers +%d -%d, probes +%d -%d",
@@ -660,6 +660,9 @@ class Runtime:
             self._apply(reconcile(live, self.applied), live, "reload")
         else:
             self._apply(ready.rest, ready.live, "reload")
+        # What the reload announces (notify_down of removed servers, quorum of new virtual
+        # servers) comes once the table is changed, as keepalived does it.
+        self._handle_events(ready.settled)
         self._arm_tick()
         return True
 
@@ -738,7 +741,7 @@ class Runtime:
         if self._tick_timer is not None:
             self._tick_timer.cancel()
             self._tick_timer = None
-        self._handle_events(self.health.shutdown())
+        self._handle_events(self.health.shutdown(release=self.options.release_on_stop))
         await asyncio.sleep(0)  # let cancelled probe tasks unwind
         flush_mode = self.config.global_defs.lvs_flush_on_stop
         if not self.options.release_on_stop:

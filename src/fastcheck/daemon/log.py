@@ -248,6 +248,12 @@ def _vs_of(target: Where) -> str:
 # ----------------------------------------------------------------------------- ops
 
 
+def removal_retry_message(attempt: int) -> str:
+    """After each failed attempt at removing a reload's vanished entries: the users'
+    keepalived 1.2.2 FULLNAT patch's own words, which their alerts match on."""
+    return f"clear diff services error, have tried {attempt} times"
+
+
 def op_messages(op: Op, *, dry_run: bool) -> list[str]:
     """keepalived-like lines for one IPVS operation (prefixed ``[dry-run] `` in dry runs).
 

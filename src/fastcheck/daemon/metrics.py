@@ -34,7 +34,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from fastcheck.health.events import RealServerDown, RealServerUp, RemovalBudgetTripped
+from fastcheck.health.events import Cause, RealServerDown, RealServerUp, RemovalBudgetTripped
 from fastcheck.probes.result import ProbeResult
 from fastcheck.scheduler import LagHistogram
 
@@ -251,9 +251,10 @@ class Metrics:
     def on_events(self, events: Sequence[Any]) -> None:
         for event in events:
             self.events.labels(type(event).__name__).inc()
-            if isinstance(event, RealServerUp):
+            # transitions a check caused; not what start, reload or stop announce
+            if isinstance(event, RealServerUp) and event.cause is Cause.CHECK:
                 self.transitions.labels("up").inc()
-            elif isinstance(event, RealServerDown) and not event.stopping:
+            elif isinstance(event, RealServerDown) and event.cause is Cause.CHECK:
                 self.transitions.labels("down").inc()
             elif isinstance(event, RemovalBudgetTripped):
                 self.budget_trips.inc()

@@ -22,11 +22,9 @@ from fastcheck.ipvs.ops import Op, Verb
 from fastcheck.model import Config
 from fastcheck.probeplan import PlanDiff, ProbePlan, diff_plans, plan_probes
 
-Sleep = Callable[[float], Awaitable[None]]
+from .log import removal_retry_message
 
-# The users' keepalived 1.2.2 patch logs this after each failed attempt; their alerts
-# match on it, so it is kept word for word beside fastcheck's own lines.
-PATCH_RETRY_LINE = "clear diff services error, have tried %d times"
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +84,7 @@ async def remove_with_retries(backend: IpvsBackend, ops: Sequence[Op], attempts:
             return RetryOutcome(True, attempt, ())
         for item in failures:
             log.error("reload: %s (attempt %d/%d)", item.error, attempt, attempts)
-        log.error(PATCH_RETRY_LINE, attempt)
+        log.error("%s", removal_retry_message(attempt))
         pending = [item.op for item in failures]
         if attempt < attempts:
             await sleep(backoff(attempt))

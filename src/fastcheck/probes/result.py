@@ -36,7 +36,8 @@ class ProbeResult:
     Dynamic weights: `weight` is an absolute weight (MISC_CHECK misc_dynamic: exit status
     − 2); `weight_offset` is added to the real server's configured weight (FILE_CHECK:
     value × weight). A shared probe cannot know each owner's configured weight, so the
-    health layer applies them; None means "no change".
+    health layer applies them. `weight` None means the real server's configured weight
+    (keepalived: a misc_dynamic script that exits 0); `weight_offset` None means none.
 
     `failed_url`: HTTP_GET/SSL_GET, the index of the url that failed (a run stops there,
     so the urls before it passed); health/ follows keepalived's url pass with it.
