@@ -367,3 +367,43 @@ def test_bad_reloads_never_change_the_kernel_table(clean_ipvs, wait_until, net, 
              {"10.66.1.1:80": {rs(1), rs(2)}, "10.66.1.3:80": {rs(1)}}, "a valid reload")
     assert daemon.stop() == 0, daemon.log()
     assert view(ipvsadm.list()) == {FOREIGN: set()}, daemon.log()
+
+
+def test_quorum_up_runs_at_start_and_for_a_virtual_server_a_reload_adds(
+        clean_ipvs, wait_until, net, listeners, spawn, tmp_path):
+    """keepalived 2.2.7 starts every virtual server with quorum down and runs quorum_up
+    once its real servers are in (ipwrapper.c update_quorum_state, init): at start, and
+    for a virtual server a reload adds — not again for one the reload keeps."""
+    ipvsadm, rs = clean_ipvs, net.rs
+    listeners.open(1)
+    notes = tmp_path / "notify.log"
+    script = tmp_path / "note.sh"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {notes}\n")
+    script.chmod(0o755)
+
+    def farm(*vips: str) -> str:
+        return "".join(
+            f"virtual_server {vip} 80 {{\n    delay_loop 0.5\n    lb_algo rr\n    lb_kind NAT\n"
+            f"    protocol TCP\n    quorum_up \"{script} up {vip}\"\n"
+            f"    quorum_down \"{script} down {vip}\"\n"
+            f"    real_server {net.host(1)} {RS_PORT} {{\n        TCP_CHECK {{\n"
+            "            connect_timeout 1\n        }\n    }\n}\n" for vip in vips)
+
+    def noted() -> list[str]:
+        return notes.read_text().splitlines() if notes.exists() else []
+
+    config = tmp_path / "fastcheck.conf"
+    config.write_text(farm("10.66.1.1"))
+    daemon = fastcheck(spawn, tmp_path, config)
+    converge(ipvsadm, wait_until, daemon, {"10.66.1.1:80": {rs(1)}}, "start")
+    wait_until(lambda: noted() == ["up 10.66.1.1"], timeout_s=WAIT_S,
+               what="quorum_up of the virtual server at start")
+    assert "Gained quorum" in daemon.log()
+
+    config.write_text(farm("10.66.1.1", "10.66.1.2"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    converge(ipvsadm, wait_until, daemon,
+             {"10.66.1.1:80": {rs(1)}, "10.66.1.2:80": {rs(1)}}, "reload")
+    wait_until(lambda: noted() == ["up 10.66.1.1", "up 10.66.1.2"], timeout_s=WAIT_S,
+               what="quorum_up of the virtual server the reload added, and only that")
+    assert daemon.stop() == 0, daemon.log()
