@@ -122,6 +122,15 @@ def test_run_under_a_fake_systemd(tmp_path: Path, listener: int,
         assert after["STATUS"].startswith("1/1 real servers up")
         wait_for(sock, seen, lambda m: m == {"WATCHDOG": "1"})  # still fed after a reload
 
+        good = conf.read_text()  # a file the reload must refuse: systemd hears why
+        conf.write_text(good + "~SEQ(i," + "9" * 5000 + ",1) x\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(sock, seen, lambda m: "RELOADING" in m)
+        refused = wait_for(sock, seen, lambda m: "READY" in m)
+        assert refused["STATUS"].startswith("reload failed: 1 error(s); 1/1 real servers up")
+        wait_for(sock, seen, lambda m: m == {"WATCHDOG": "1"})  # and the daemon goes on
+        conf.write_text(good)
+
         proc.send_signal(signal.SIGTERM)
         stopping = wait_for(sock, seen, lambda m: "STOPPING" in m)
         assert stopping["STOPPING"] == "1"
