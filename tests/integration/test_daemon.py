@@ -14,13 +14,14 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from daemonproc import DryRun, free_port, listener, table
 
 from fastcheck.config.loader import load_file
 from fastcheck.daemon.app import Options, Runtime, local_engine
@@ -99,19 +100,6 @@ class UpIfLastOk:
 # ------------------------------------------------------------------------ helpers
 
 
-def listener() -> tuple[socket.socket, int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    return sock, sock.getsockname()[1]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def write_config(path: Path, vips: dict[str, list[int]]) -> None:
     blocks = []
     for vip, ports in vips.items():
@@ -152,7 +140,7 @@ def test_runtime_converges_repairs_reloads_dumps_and_releases(run, tmp_path):
     a, port_a = listener()
     b, port_b = listener()
     c, port_c = listener()
-    dead = closed_port()
+    dead = free_port()
     path = tmp_path / "fc.conf"
     write_config(path, {"10.0.0.1": [port_a, port_b, dead], "10.0.0.2": [port_a]})
     config, _ = load_file(str(path))
@@ -350,87 +338,53 @@ sys.exit(cli.cmd_run(args, sys.stdout, sys.stderr, health=(UpIfLastOk, UpIfLastO
 """
 
 
-def dumped(proc: subprocess.Popen, json_path: Path) -> dict[str, Any]:
-    json_path.unlink(missing_ok=True)
-    proc.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 5
-    while not json_path.exists():
-        assert proc.poll() is None, "daemon died"
-        assert time.monotonic() < deadline, "no dump"
-        time.sleep(0.02)
-    return json.loads(json_path.read_text())
-
-
-def wait_for_table(proc: subprocess.Popen, json_path: Path, want: dict[str, set[int]]) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        doc = dumped(proc, json_path)
-        got = {s["address"]: {d["port"] for d in s["destinations"]} for s in doc["ipvs"]}
-        if got == want:
-            return
-        assert time.monotonic() < deadline, f"table {got} never became {want}"
-        time.sleep(0.1)
-
-
-def wait_log(proc: subprocess.Popen, log_path: Path, text: str) -> None:
-    deadline = time.monotonic() + 10
-    while text not in log_path.read_text():
-        assert proc.poll() is None, "daemon died"
-        assert time.monotonic() < deadline, f"never logged {text!r}"
-        time.sleep(0.02)
+def wait_for_table(daemon: DryRun, want: dict[str, set[int]]) -> None:
+    daemon.wait_dump(lambda doc: table(doc) == want, f"became {want}", timeout=10)
 
 
 def test_fastcheck_run_dry_run_subprocess(tmp_path):
     a, port_a = listener()
     b, port_b = listener()
     path = tmp_path / "fc.conf"
-    write_config(path, {"10.0.0.1": [port_a, port_b, closed_port()]})
+    write_config(path, {"10.0.0.1": [port_a, port_b, free_port()]})
     script = tmp_path / "run_daemon.py"
     script.write_text(SCRIPT.format(here=str(Path(__file__).parent)))
-    pid_path, json_path = tmp_path / "fc.pid", tmp_path / "fc.json"
-    log_path = tmp_path / "fc.log"
-    argv = [sys.executable, str(script), "run", "-f", str(path), "--dry-run",
-            "--pid-file", str(pid_path), "--dump-file", str(tmp_path / "fc.data"),
-            "--dump-json", str(json_path), "--repair-interval", "0.5"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    daemon = DryRun(tmp_path, path, "--repair-interval", "0.5",
+                    command=[sys.executable, str(script)], dump_timeout_s=5)
     try:
-        wait_log(proc, log_path, "starting:")  # signal handlers are in place
-        wait_for_table(proc, json_path, {"10.0.0.1": {port_a, port_b}})
-        assert int(pid_path.read_text()) == proc.pid
+        daemon.wait_log("starting:", timeout=10)  # signal handlers are in place
+        wait_for_table(daemon, {"10.0.0.1": {port_a, port_b}})
+        assert int(daemon.pid_path.read_text()) == daemon.proc.pid
 
         # A second daemon on the same pid file refuses to start.
-        second = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        second = subprocess.run(daemon.argv, capture_output=True, text=True, timeout=30)
         assert second.returncode == 1 and "already running" in second.stderr
 
         b.close()
-        wait_for_table(proc, json_path, {"10.0.0.1": {port_a}})
+        wait_for_table(daemon, {"10.0.0.1": {port_a}})
 
         write_config(path, {"10.0.0.1": [port_a], "10.0.0.3": [port_a]})
         reload = subprocess.run([sys.executable, "-m", "fastcheck.cli", "reload",
-                                 "--pid-file", str(pid_path)],
+                                 "--pid-file", str(daemon.pid_path)],
                                 capture_output=True, text=True, timeout=30)
         assert reload.returncode == 0, reload.stderr
-        wait_for_table(proc, json_path, {"10.0.0.1": {port_a}, "10.0.0.3": {port_a}})
+        wait_for_table(daemon, {"10.0.0.1": {port_a}, "10.0.0.3": {port_a}})
 
         path.write_text("virtual_server {\n")  # invalid: the old one keeps running
-        proc.send_signal(signal.SIGHUP)
-        wait_log(proc, log_path, "still running the previous configuration")
-        wait_for_table(proc, json_path, {"10.0.0.1": {port_a}, "10.0.0.3": {port_a}})
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("still running the previous configuration", timeout=10)
+        wait_for_table(daemon, {"10.0.0.1": {port_a}, "10.0.0.3": {port_a}})
         assert (tmp_path / "fc.data").read_text().startswith("------< fastcheck state dump")
 
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert daemon.stop(timeout=10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
+        daemon.kill()
         a.close()
         b.close()
-    log_text = log_path.read_text()
+    log_text = daemon.text()
     assert "[dry-run] Adding Virtual Server [10.0.0.1]:tcp:80" in log_text
     assert "[dry-run] Removing Virtual Server [10.0.0.1]:tcp:80 (stop)" in log_text
-    assert not pid_path.exists()
+    assert not daemon.pid_path.exists()
 
 
 def test_run_rejects_an_invalid_config_and_touches_nothing(tmp_path):
@@ -455,27 +409,19 @@ def test_reload_without_daemon_is_a_clear_error(tmp_path):
 
 def test_fastcheck_run_with_the_real_health_layer(tmp_path):
     a, port_a = listener()
-    dead = closed_port()
+    dead = free_port()
     path = tmp_path / "fc.conf"
     write_config(path, {"10.0.0.1": [port_a, dead]})
-    json_path, log_path = tmp_path / "fc.json", tmp_path / "fc.log"
-    argv = [sys.executable, "-m", "fastcheck.cli", "run", "-f", str(path), "--dry-run",
-            "--pid-file", str(tmp_path / "fc.pid"), "--dump-file", str(tmp_path / "fc.data"),
-            "--dump-json", str(json_path)]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    daemon = DryRun(tmp_path, path, dump_timeout_s=5)
     try:
-        wait_log(proc, log_path, "starting:")
-        wait_for_table(proc, json_path, {"10.0.0.1": {port_a}})
-        assert "virtual_servers" in json.loads(json_path.read_text())["health"]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        daemon.wait_log("starting:", timeout=10)
+        wait_for_table(daemon, {"10.0.0.1": {port_a}})
+        assert "virtual_servers" in json.loads(daemon.json_path.read_text())["health"]
+        assert daemon.stop(timeout=10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
+        daemon.kill()
         a.close()
-    text = log_path.read_text()
+    text = daemon.text()
     assert f"TCP connection to [127.0.0.1]:tcp:{dead} failed (refused" in text
     assert f"Removing service [127.0.0.1]:tcp:{dead} from VS [10.0.0.1]:tcp:80" in text
 

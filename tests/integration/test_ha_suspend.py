@@ -11,20 +11,14 @@ address matching and of the rtnetlink parsing. Needs root and iproute2.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from daemonproc import DryRun, NamespaceListener, free_port, ip, network_namespace, table
 
 from fastcheck.config.loader import load_text
 from fastcheck.daemon.addresses import RTM_DELADDR, RTM_NEWADDR, address_events
@@ -32,60 +26,12 @@ from fastcheck.health.vips import address, suspend_ranges, vip_present
 from fastcheck.ipvs.genl import attr
 
 VIP, OTHER = "10.78.0.100", "10.78.0.101"
-LISTEN = """
-import socket, sys
-sock = socket.socket()
-sock.bind(("127.0.0.1", int(sys.argv[1])))
-sock.listen(64)
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30,
-                          check=check)
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to create a network namespace")
-    name = f"fcha{os.getpid()}"
-    created = ip("netns", "add", name, check=False)
-    if created.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {created.stderr.strip()}")
-    try:
-        ip("-n", name, "link", "set", "lo", "up")
+    with network_namespace("fcha") as name:
         yield name
-    finally:
-        ip("netns", "del", name, check=False)
-
-
-class Listener:
-    """A listener on 127.0.0.1:port inside the namespace, started and stopped at will."""
-
-    def __init__(self, netns: str, port: int) -> None:
-        self.netns, self.port = netns, port
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, "-c",
-                                      LISTEN, str(self.port)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def config_text(netns: str, port: int) -> str:
@@ -98,75 +44,40 @@ def config_text(netns: str, port: int) -> str:
     return "".join(blocks)
 
 
-def table(proc: subprocess.Popen[bytes], json_path: Path) -> dict[str, set[int]]:
-    json_path.unlink(missing_ok=True)
-    proc.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 10
-    while not json_path.exists():
-        assert proc.poll() is None, "daemon died"
-        assert time.monotonic() < deadline, "no dump"
-        time.sleep(0.02)
-    doc: dict[str, Any] = json.loads(json_path.read_text())
-    return {s["address"]: {d["port"] for d in s["destinations"]} for s in doc["ipvs"]}
-
-
-def wait_for(proc: subprocess.Popen[bytes], json_path: Path,
-             want: Callable[[dict[str, set[int]]], bool], what: str) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        got = table(proc, json_path)
-        if want(got):
-            return
-        assert time.monotonic() < deadline, f"never: {what} (table {got})"
-        time.sleep(0.05)
-
-
-def wait_log(proc: subprocess.Popen[bytes], log_path: Path, text: str) -> None:
-    deadline = time.monotonic() + 15
-    while text not in log_path.read_text():
-        assert proc.poll() is None, log_path.read_text()
-        assert time.monotonic() < deadline, f"never logged {text!r}:\n{log_path.read_text()}"
-        time.sleep(0.02)
+def wait_for(daemon: DryRun, want: Callable[[dict[str, set[int]]], bool], what: str) -> None:
+    daemon.wait_dump(lambda doc: want(table(doc)), what, timeout=15)
 
 
 def test_checks_are_suspended_while_the_address_is_absent(tmp_path: Path,
                                                           netns: str) -> None:
     port = free_port()
-    listener = Listener(netns, port)
+    listener = NamespaceListener(netns, port)
     config = tmp_path / "fc.conf"
     config.write_text(config_text(netns, port))
-    log_path, json_path = tmp_path / "fc.log", tmp_path / "fc.json"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fastcheck.cli", "run", "-f", str(config), "--dry-run",
-             "--pid-file", str(tmp_path / "fc.pid"), "--dump-file", str(tmp_path / "fc.data"),
-             "--dump-json", str(json_path)], stdout=log, stderr=subprocess.STDOUT)
+    daemon = DryRun(tmp_path, config)
     service = f"[127.0.0.1]:tcp:{port} for VS [{VIP}]:tcp:80"
     try:
-        wait_log(proc, log_path, f"Deactivating healthchecker for service {service}")
-        wait_log(proc, log_path, "starting:")
+        daemon.wait_log(f"Deactivating healthchecker for service {service}")
+        daemon.wait_log("starting:")
         # Nothing listens: the other VS drops the server, the suspended one keeps it.
-        wait_for(proc, json_path, lambda t: t == {VIP: {port}, OTHER: set()},
+        wait_for(daemon, lambda t: t == {VIP: {port}, OTHER: set()},
                  "the suspended VS keeps its server while the other drops it")
         ip("-n", netns, "addr", "add", f"{VIP}/32", "dev", "lo")
-        wait_log(proc, log_path, f"Activating healthchecker for service {service}")
-        wait_for(proc, json_path, lambda t: t == {VIP: set(), OTHER: set()},
+        daemon.wait_log(f"Activating healthchecker for service {service}")
+        wait_for(daemon, lambda t: t == {VIP: set(), OTHER: set()},
                  "the resumed checks take the dead server out")
         ip("-n", netns, "addr", "del", f"{VIP}/32", "dev", "lo")
-        wait_log(proc, log_path, f"Suspending healthchecker for service {service}")
+        daemon.wait_log(f"Suspending healthchecker for service {service}")
         listener.start()
-        wait_for(proc, json_path, lambda t: t[OTHER] == {port}, "the server to come back")
+        wait_for(daemon, lambda t: t[OTHER] == {port}, "the server to come back")
         time.sleep(0.6)  # three delay_loops: the suspended VS still does not follow
-        assert table(proc, json_path) == {VIP: set(), OTHER: {port}}
+        assert table(daemon.dump()) == {VIP: set(), OTHER: {port}}
         ip("-n", netns, "addr", "add", f"{VIP}/32", "dev", "lo")
-        wait_for(proc, json_path, lambda t: t == {VIP: {port}, OTHER: {port}},
+        wait_for(daemon, lambda t: t == {VIP: {port}, OTHER: {port}},
                  "the resumed checks bring the server in")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert daemon.stop(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
+        daemon.kill()
         listener.stop()
 
 

@@ -7,27 +7,9 @@ for each one, which is what these tests look for, next to keepalived's own lines
 
 from __future__ import annotations
 
-import json
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
-
-def listener() -> tuple[socket.socket, int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    return sock, sock.getsockname()[1]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from daemonproc import DryRun, free_port, listener
 
 
 def real(port: int, extra: str = "", check: str = "TCP_CHECK { connect_timeout 1 }") -> str:
@@ -43,58 +25,23 @@ def virtual(vip: str, servers: str, extra: str = "") -> str:
             f"{extra}{servers}}}\n")
 
 
-class Daemon:
-    """`fastcheck run --dry-run` in a subprocess, its log in a file."""
+def start(tmp: Path, text: str) -> DryRun:
+    conf = tmp / "fc.conf"
+    conf.write_text(text)
+    return DryRun(tmp, conf, dump_timeout_s=5)
 
-    def __init__(self, tmp: Path, text: str) -> None:
-        self.tmp, self.conf = tmp, tmp / "fc.conf"
-        self.conf.write_text(text)
-        self.log_path, self.json_path = tmp / "fc.log", tmp / "fc.json"
-        argv = [sys.executable, "-m", "fastcheck.cli", "run", "-f", str(self.conf),
-                "--dry-run", "--pid-file", str(tmp / "fc.pid"),
-                "--dump-file", str(tmp / "fc.data"), "--dump-json", str(self.json_path)]
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
-    def text(self) -> str:
-        return self.log_path.read_text()
+def weights(daemon: DryRun, vip: str) -> dict[int, int]:
+    for service in daemon.dump()["ipvs"]:
+        if service["address"] == vip:
+            return {d["port"]: d["weight"] for d in service["destinations"]}
+    return {}
 
-    def wait_log(self, *texts: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not all(t in self.text() for t in texts):
-            assert self.proc.poll() is None, "daemon died:\n" + self.text()
-            missing = [t for t in texts if t not in self.text()]
-            assert time.monotonic() < deadline, f"never logged {missing!r}:\n{self.text()}"
-            time.sleep(0.05)
 
-    def dump(self) -> dict[str, Any]:
-        self.json_path.unlink(missing_ok=True)
-        self.proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 5
-        while not self.json_path.exists():
-            assert time.monotonic() < deadline, "no dump"
-            time.sleep(0.02)
-        return json.loads(self.json_path.read_text())
-
-    def weights(self, vip: str) -> dict[int, int]:
-        for service in self.dump()["ipvs"]:
-            if service["address"] == vip:
-                return {d["port"]: d["weight"] for d in service["destinations"]}
-        return {}
-
-    def reload(self, text: str) -> None:
-        self.conf.write_text(text)
-        self.proc.send_signal(signal.SIGHUP)
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=15) == 0, self.text()
-        return self.text()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+def stop(daemon: DryRun) -> str:
+    """SIGTERM, exit status 0; the whole log."""
+    assert daemon.stop(timeout=15) == 0, daemon.text()
+    return daemon.text()
 
 
 def test_quorum_up_at_start_and_for_a_vs_a_reload_adds(tmp_path):
@@ -102,7 +49,7 @@ def test_quorum_up_at_start_and_for_a_vs_a_reload_adds(tmp_path):
     servers are in ("Gained quorum", quorum_up, FIFO line); so does a reload-added VS."""
     sock, port = listener()
     one = virtual("10.0.0.1", real(port))
-    daemon = Daemon(tmp_path, one)
+    daemon = start(tmp_path, one)
     try:
         daemon.wait_log("Gained quorum 1+0=1 <= 1 for VS [10.0.0.1]:tcp:80",
                         "[dry-run] would run quorum_up of VS [10.0.0.1]:tcp:80")
@@ -110,7 +57,7 @@ def test_quorum_up_at_start_and_for_a_vs_a_reload_adds(tmp_path):
                                     "    quorum 2\n    hysteresis 1\n"))
         daemon.wait_log("Gained quorum 2+1=3 <= 3 for VS [10.0.0.2]:tcp:80",
                         "[dry-run] would run quorum_up of VS [10.0.0.2]:tcp:80")
-        text = daemon.stop()
+        text = stop(daemon)
     finally:
         daemon.kill()
         sock.close()
@@ -123,12 +70,12 @@ def test_first_failure_after_start_removes_at_once_and_inhibit_under_sorry_serve
     Item 7 and the log lines: an inhibited server is "Disabled", and when the sorry server
     comes in the healthy inhibited one goes to weight 0 instead of being deleted."""
     sock, port = listener()
-    dead = closed_port()
+    dead = free_port()
     tcp = "TCP_CHECK { connect_timeout 1\n retry 3\n delay_before_retry 30 }"
     inhibit = "        inhibit_on_failure\n"
     text = virtual("10.0.0.1", real(port, inhibit, tcp) + real(dead, inhibit, tcp),
                    "    quorum 2\n    sorry_server 127.0.0.9 80\n")
-    daemon = Daemon(tmp_path, text)
+    daemon = start(tmp_path, text)
     try:
         daemon.wait_log(f"TCP_CHECK on service [127.0.0.1]:tcp:{dead} failed.",
                         f"Disabling service [127.0.0.1]:tcp:{dead} of VS [10.0.0.1]:tcp:80",
@@ -137,8 +84,8 @@ def test_first_failure_after_start_removes_at_once_and_inhibit_under_sorry_serve
                         "Adding sorry server [127.0.0.9]:tcp:80 to VS [10.0.0.1]:tcp:80",
                         "[dry-run] would run quorum_down of VS [10.0.0.1]:tcp:80",
                         timeout=10.0)
-        assert daemon.weights("10.0.0.1") == {port: 0, dead: 0, 80: 1}
-        log = daemon.stop()
+        assert weights(daemon, "10.0.0.1") == {port: 0, dead: 0, 80: 1}
+        log = stop(daemon)
     finally:
         daemon.kill()
         sock.close()
@@ -150,11 +97,11 @@ def test_reload_and_stop_notifiers(tmp_path):
     quorum_down. Item 11: an alpha check's first failure runs notify_down; with omega a
     stop runs quorum_down even for a VS without quorum."""
     sock, port = listener()
-    dead = closed_port()
+    dead = free_port()
     alpha = "TCP_CHECK { connect_timeout 1\n alpha }"
     keep = virtual("10.0.0.1", real(dead, "", alpha), "    omega\n")
     gone = virtual("10.0.0.2", real(port))
-    daemon = Daemon(tmp_path, keep + gone)
+    daemon = start(tmp_path, keep + gone)
     try:
         daemon.wait_log(f"[dry-run] would run notify_down of [127.0.0.1]:tcp:{dead}",
                         "[dry-run] would run quorum_up of VS [10.0.0.2]:tcp:80")
@@ -163,7 +110,7 @@ def test_reload_and_stop_notifiers(tmp_path):
         daemon.wait_log(f"[dry-run] would run notify_down of [127.0.0.1]:tcp:{port} of VS "
                         "[10.0.0.2]:tcp:80",
                         "[dry-run] would run quorum_down of VS [10.0.0.2]:tcp:80")
-        log = daemon.stop()
+        log = stop(daemon)
     finally:
         daemon.kill()
         sock.close()

@@ -9,11 +9,7 @@ with a clear error, while `check-config` and `plan` do not need it. Needs root a
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,69 +18,36 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemonproc import DryRun, NamespaceListener, free_port, listener, network_namespace
 
 from fastcheck.config.loader import load_text
 from fastcheck.netns import NamespaceError, namespace_path
 
-LISTEN = """
-import socket, sys
-sock = socket.socket()
-sock.bind(("127.0.0.1", int(sys.argv[1])))
-sock.listen(64)
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30,
-                          check=check)
-
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to create a network namespace")
-    name = f"fcns{os.getpid()}"
-    created = ip("netns", "add", name, check=False)
-    if created.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {created.stderr.strip()}")
-    try:
-        ip("-n", name, "link", "set", "lo", "up")
+    with network_namespace("fcns") as name:
         yield name
-    finally:
-        ip("netns", "del", name, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def inside(netns: str) -> Iterator[int]:
     """A listener on 127.0.0.1:PORT inside the namespace (nothing there on the host)."""
     port = free_port()
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", LISTEN,
-                             str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    listener = NamespaceListener(netns, port)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        listener.start()
         yield port
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
+        listener.stop()
 
 
 @pytest.fixture
 def outside() -> Iterator[int]:
     """A listener on 127.0.0.1:PORT on the host."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
+    sock, port = listener()
     try:
-        yield int(sock.getsockname()[1])
+        yield port
     finally:
         sock.close()
 
@@ -99,31 +62,15 @@ def write_config(path: Path, namespace: str | None, ports: list[int]) -> None:
                     f"    lb_kind NAT\n    protocol TCP\n{reals}}}\n")
 
 
-def dumped(proc: subprocess.Popen[bytes], json_path: Path) -> dict[str, Any]:
-    json_path.unlink(missing_ok=True)
-    proc.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 10
-    while not json_path.exists():
-        assert proc.poll() is None, "daemon died"
-        assert time.monotonic() < deadline, "no dump"
-        time.sleep(0.02)
-    return dict(json.loads(json_path.read_text()))
-
-
-def wait_for_ports(proc: subprocess.Popen[bytes], json_path: Path, want: set[int]) -> None:
+def wait_for_ports(daemon: DryRun, want: set[int]) -> None:
     deadline = time.monotonic() + 20
-    log = json_path.parent / "fc.log"
-    while "starting:" not in log.read_text():  # signal handlers are in place
-        assert proc.poll() is None, f"daemon died: {log.read_text()}"
-        assert time.monotonic() < deadline, "never started"
-        time.sleep(0.02)
-    while True:
-        doc = dumped(proc, json_path)
-        got = {d["port"] for s in doc["ipvs"] for d in s["destinations"]}
-        if got == want:
-            return
-        assert time.monotonic() < deadline, f"destinations {got} never became {want}"
-        time.sleep(0.1)
+    daemon.wait_log("starting:", timeout=20)  # signal handlers are in place
+    daemon.wait_dump(lambda doc: ports(doc) == want, f"became {want}",
+                     timeout=deadline - time.monotonic(), show=ports)
+
+
+def ports(doc: dict[str, Any]) -> set[int]:
+    return {d["port"] for s in doc["ipvs"] for d in s["destinations"]}
 
 
 def children(pid: int) -> list[int]:
@@ -134,45 +81,23 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def run_daemon(tmp_path: Path, config: Path, *extra: str) -> subprocess.Popen[bytes]:
-    log = open(tmp_path / "fc.log", "w")  # noqa: SIM115 - closed with the process
-    argv = [sys.executable, "-m", "fastcheck.cli", "run", "-f", str(config), "--dry-run",
-            "--pid-file", str(tmp_path / "fc.pid"), "--dump-file", str(tmp_path / "fc.data"),
-            "--dump-json", str(tmp_path / "fc.json"), *extra]
-    try:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    finally:
-        log.close()
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    return proc.returncode
-
-
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_probes_run_inside_the_namespace(tmp_path: Path, netns: str, inside: int,
                                          outside: int, workers: str) -> None:
     config = tmp_path / "fc.conf"
     write_config(config, netns, [inside, outside])
-    proc = run_daemon(tmp_path, config, "--workers", workers)
+    daemon = DryRun(tmp_path, config, "--workers", workers)
     try:
-        wait_for_ports(proc, tmp_path / "fc.json", {inside})
+        wait_for_ports(daemon, {inside})
         namespace = os.stat(namespace_path(netns))
-        for pid in [proc.pid, *children(proc.pid)]:
+        for pid in [daemon.proc.pid, *children(daemon.proc.pid)]:
             mine = os.stat(f"/proc/{pid}/ns/net")
             assert (mine.st_dev, mine.st_ino) == (namespace.st_dev, namespace.st_ino), pid
         if workers == "2":
-            assert len(children(proc.pid)) == 2
-        assert stop(proc) == 0
+            assert len(children(daemon.proc.pid)) == 2
+        assert daemon.stop() == 0
     finally:
-        stop(proc)
+        daemon.stop()
     text = (tmp_path / "fc.log").read_text()
     assert f"running in network namespace {netns}" in text
 
@@ -181,20 +106,19 @@ def test_without_net_namespace_the_host_is_probed(tmp_path: Path, netns: str, in
                                                   outside: int) -> None:
     config = tmp_path / "fc.conf"
     write_config(config, None, [inside, outside])
-    proc = run_daemon(tmp_path, config)
+    daemon = DryRun(tmp_path, config)
     try:
-        wait_for_ports(proc, tmp_path / "fc.json", {outside})
-        assert stop(proc) == 0
+        wait_for_ports(daemon, {outside})
+        assert daemon.stop() == 0
     finally:
-        stop(proc)
+        daemon.stop()
 
 
 def test_a_missing_namespace_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "fc.conf"
     name = f"fcnone{os.getpid()}"
     write_config(config, name, [free_port()])
-    proc = run_daemon(tmp_path, config)
-    assert proc.wait(timeout=30) == 1
+    assert DryRun(tmp_path, config).proc.wait(timeout=30) == 1
     text = (tmp_path / "fc.log").read_text()
     assert f"net_namespace '{name}' does not exist" in text
     assert f"ip netns add {name}" in text and "Traceback" not in text

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,8 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from daemonproc import free_port, listener, wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from test_daemon import UpIfLastOk, listener, write_config  # the daemon tests' helpers
+from test_daemon import UpIfLastOk, write_config  # the daemon tests' helpers
 
 from fastcheck.config.loader import load_file
 from fastcheck.daemon.app import Options, Runtime
@@ -60,24 +60,14 @@ def _farm(ports: list[int], extra_vs: bool = False) -> str:
     return "\n".join(blocks)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Daemon:
     def __init__(self, tmp: Path, *extra: str) -> None:
-        self.socks = []
-        for _ in range(LISTENERS):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sock.listen(64)
-            self.socks.append(sock)
-        self.ports = [sock.getsockname()[1] for sock in self.socks]
+        servers = [listener() for _ in range(LISTENERS)]
+        self.socks = [sock for sock, _ in servers]
+        self.ports = [port for _, port in servers]
         self.conf = tmp / "farm.conf"
         self.conf.write_text(_farm(self.ports))
-        self.port = _free_port()
+        self.port = free_port()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(FAULT_HOOK), *filter(None, [os.environ.get("PYTHONPATH")])])}
         self.proc = subprocess.Popen(
@@ -107,16 +97,11 @@ class Daemon:
         return json.loads(self.get("/status"))
 
     def wait(self, predicate, what: str, timeout_s: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def alive_and() -> bool:
             self.alive()
-            try:
-                if predicate():
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.output()}")
+            return predicate()
+
+        wait_for(alive_and, what, timeout_s, detail=self.output)
 
     def wait_log(self, text: str, timeout_s: float = WAIT_S) -> None:
         self.wait(lambda: text in self.output(), repr(text), timeout_s)

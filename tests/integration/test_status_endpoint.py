@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from daemonproc import free_port, listener, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastcheck.cli import main
@@ -55,12 +56,6 @@ virtual_server 10.0.0.1 80 {{
 VS = "TCP 10.0.0.1:80"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Daemon:
     def __init__(self, proc: subprocess.Popen[str], port: int, up: int, down: int) -> None:
         self.proc, self.port, self.up, self.down = proc, port, up, down
@@ -87,25 +82,10 @@ class Daemon:
         return "".join(self.lines)
 
 
-def wait_for(predicate, what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @contextlib.contextmanager
 def running_daemon(tmp: Path, *extra: str) -> Iterator[Daemon]:
     """A dry-run daemon with its endpoint, once both servers have been judged."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)  # the kernel completes handshakes: enough for TCP_CHECK
-    up = listener.getsockname()[1]
+    server, up = listener()  # the kernel completes handshakes: enough for TCP_CHECK
     down = free_port()
     port = free_port()
     conf = tmp / "farm.conf"
@@ -126,7 +106,7 @@ def running_daemon(tmp: Path, *extra: str) -> Iterator[Daemon]:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         d.reader.join(timeout=5)
-        listener.close()
+        server.close()
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemonproc import reap
 
 from fastcheck.config.loader import load_file
 from fastcheck.daemon.app import Options, Runtime, local_engine
@@ -136,9 +137,7 @@ def test_run_under_a_fake_systemd(tmp_path: Path, listener: int,
         assert stopping["STOPPING"] == "1"
         assert proc.wait(timeout=20) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        reap(proc, timeout_s=10)
     output = log_path.read_text()
     assert "watchdog every 0.4 s" in output
     assert "not keeping up" not in output and "cannot notify" not in output, output

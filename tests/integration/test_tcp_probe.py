@@ -15,33 +15,21 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
+from daemonproc import ip, network_namespace
 
 SILENT = "10.254.0.2"
 NO_ROUTE = "10.99.0.1"
 UNREACHABLE_ROUTE = "10.253.0.1"
 
 
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to create a network namespace")
-    name = f"fctcp{os.getpid()}"
-    created = ip("netns", "add", name, check=False)
-    if created.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {created.stderr.strip()}")
-    try:
-        ip("-n", name, "link", "set", "lo", "up")
+    with network_namespace("fctcp") as name:
         if ip("-n", name, "link", "add", "d0", "type", "dummy", check=False).returncode != 0:
             ip("-n", name, "link", "add", "d0", "type", "veth", "peer", "name", "d0p")
             ip("-n", name, "link", "set", "d0p", "up")
@@ -51,8 +39,6 @@ def netns() -> Iterator[str]:
            "nud", "permanent")  # fmt: skip
         ip("-n", name, "route", "add", "unreachable", "10.253.0.0/24")
         yield name
-    finally:
-        ip("netns", "del", name, check=False)
 
 
 def run_in(netns: str, script: str, *args: object, timeout: float = 60) -> object:

@@ -11,15 +11,13 @@ once (delay_loop 60 s) with no retry (`retry 3` on the real server does not appl
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from daemonproc import DryRun
 
 from fastcheck.config.loader import load_text
 from fastcheck.daemon.trackfiles import (
@@ -225,28 +223,16 @@ def test_filesystem_type_reads_mountinfo(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ end to end
 
 
-def dumped(proc: subprocess.Popen[bytes], json_path: Path) -> dict[str, Any]:
-    json_path.unlink(missing_ok=True)
-    proc.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 10
-    while not json_path.exists():
-        assert proc.poll() is None, "daemon died"
-        assert time.monotonic() < deadline, "no dump"
-        time.sleep(0.02)
-    return dict(json.loads(json_path.read_text()))
-
-
-def wait_for(proc: subprocess.Popen[bytes], json_path: Path,
-             want: Callable[[dict[int, int]], bool], timeout: float = 3.0) -> dict[int, int]:
+def wait_for(daemon: DryRun, want: Callable[[dict[int, int]], bool],
+             timeout: float = 3.0) -> dict[int, int]:
     """Polls the dumped table ({port: weight}) until `want` holds; returns it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = dumped(proc, json_path)
-        got = {d["port"]: d["weight"] for s in doc["ipvs"] for d in s["destinations"]}
-        if want(got):
-            return got
-        assert time.monotonic() < deadline, f"table {got} never became what was wanted"
-        time.sleep(0.05)
+    doc = daemon.wait_dump(lambda doc: want(weights(doc)), "became what was wanted", timeout,
+                           show=weights)
+    return weights(doc)
+
+
+def weights(doc: dict[str, Any]) -> dict[int, int]:
+    return {d["port"]: d["weight"] for s in doc["ipvs"] for d in s["destinations"]}
 
 
 def test_daemon_reads_files_first_and_follows_them_at_once(tmp_path: Path) -> None:
@@ -262,31 +248,20 @@ def test_daemon_reads_files_first_and_follows_them_at_once(tmp_path: Path) -> No
         "        FILE_CHECK {\n            track_file fault\n        }\n    }\n"
         "    real_server 127.0.0.1 8002 {\n        weight 10\n"
         "        FILE_CHECK {\n            track_file offset\n        }\n    }\n}\n")
-    log_path, json_path = tmp_path / "fc.log", tmp_path / "fc.json"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fastcheck.cli", "run", "-f", str(config), "--dry-run",
-             "--pid-file", str(tmp_path / "fc.pid"), "--dump-file", str(tmp_path / "fc.data"),
-             "--dump-json", str(json_path)], stdout=log, stderr=subprocess.STDOUT)
+    daemon = DryRun(tmp_path, config)
     try:
-        deadline = time.monotonic() + 20
-        while "starting:" not in log_path.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.02)
-        assert wait_for(proc, json_path, lambda t: True) == {8002: 20}  # offset in place
+        daemon.wait_log("starting:", timeout=20)
+        assert wait_for(daemon, lambda t: True) == {8002: 20}  # offset in place
         fault.write_text("0\n")
-        wait_for(proc, json_path, lambda t: t == {8001: 10, 8002: 20})
+        wait_for(daemon, lambda t: t == {8001: 10, 8002: 20})
         offset.write_text("-2\n")
-        wait_for(proc, json_path, lambda t: t == {8001: 10, 8002: 6})
+        wait_for(daemon, lambda t: t == {8001: 10, 8002: 6})
         fault.write_text("3\n")  # no retry: gone at the first word
-        wait_for(proc, json_path, lambda t: t == {8002: 6})
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        wait_for(daemon, lambda t: t == {8002: 6})
+        assert daemon.stop(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
-    text = log_path.read_text()
+        daemon.kill()
+    text = daemon.text()
     first_add = text.split("starting:", 1)[1]
     # never added at start, so never removed then: the first word about 8001 is its add
     assert first_add.index("Adding service [127.0.0.1]:tcp:8001") < \
