@@ -14,6 +14,7 @@ Every wait is bounded but generous (60 s): Python is slow under emulation.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,8 +23,10 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from guestkernel import View, full_view, ip, view
 
 pytestmark = pytest.mark.kernel
 
@@ -33,9 +36,7 @@ RS_PORT = 8080
 FOREIGN = "10.99.0.1:80"
 BULK = 100  # services swapped on reload, to make it last
 KEEPALIVED = "/usr/sbin/keepalived"
-
-View = dict[str, set[str]]  # "VIP:PORT" → {"RIP:PORT"}
-FullView = dict[str, tuple[str, frozenset[tuple[str, str, str]]]]  # + scheduler, fwd, weight
+T = TypeVar("T")
 
 
 class Net:
@@ -68,43 +69,19 @@ class Net:
         return "\n".join(blocks)
 
 
-def full_view(text: str) -> FullView:
-    """`ipvsadm -Ln` → {"VIP:PORT": (scheduler, {(RIP:PORT, forward, weight)})}, TCP only."""
-    table: dict[str, tuple[str, set[tuple[str, str, str]]]] = {}
-    current: set[tuple[str, str, str]] | None = None
-    for line in text.splitlines()[3:]:
-        words = line.split()
-        if words[0] == "TCP":
-            current = set()
-            table[words[1]] = (words[2], current)
-        elif words[0] == "->" and current is not None:
-            current.add((words[1], words[2], words[3]))
-        else:
-            current = None
-    return {key: (scheduler, frozenset(dests)) for key, (scheduler, dests) in table.items()}
-
-
-def view(text: str) -> View:
-    return {key: {dest[0] for dest in dests} for key, (_, dests) in full_view(text).items()}
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
 @pytest.fixture
 def net() -> Iterator[Net]:
     """10.66.0.1-4/24 on a dummy interface; 127.66.0.x (loopback) if dummy is missing."""
-    _ip("link", "set", "lo", "up")
+    ip("link", "set", "lo", "up")
     try:
-        _ip("link", "add", IFNAME, "type", "dummy")
+        ip("link", "add", IFNAME, "type", "dummy")
     except subprocess.CalledProcessError:
         yield Net("127.66.0")  # lo answers all of 127/8
         return
     try:
         for host in range(1, 5):
-            _ip("addr", "add", f"10.66.0.{host}/24", "dev", IFNAME)
-        _ip("link", "set", IFNAME, "up")
+            ip("addr", "add", f"10.66.0.{host}/24", "dev", IFNAME)
+        ip("link", "set", IFNAME, "up")
         yield Net("10.66.0")
     finally:
         subprocess.run(["ip", "link", "del", IFNAME], check=False, capture_output=True)
@@ -208,6 +185,25 @@ def converge(ipvsadm, wait_until, daemon: Process, want: View, what: str) -> Non
     wait_until(ours, timeout_s=WAIT_S, interval_s=0.2, what=f"{what}: table {want}")
 
 
+@contextlib.contextmanager
+def sampled(read: Callable[[], T]) -> Iterator[list[T]]:
+    """Calls `read` again and again on a thread while the block runs; what it returned."""
+    samples: list[T] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(read())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        sampler.join(timeout=WAIT_S)
+
+
 def test_fastcheck_run_keeps_the_kernel_table_in_step(clean_ipvs, wait_until, net, listeners,
                                                       spawn, tmp_path):
     ipvsadm, rs = clean_ipvs, net.rs
@@ -238,24 +234,12 @@ def test_fastcheck_run_keeps_the_kernel_table_in_step(clean_ipvs, wait_until, ne
     config.write_text(net.config({"10.66.1.1": [1, 2, 4], "10.66.1.3": [2]}, bulk(3)))
     want = {"10.66.1.1:80": {rs(1), rs(2), rs(4)}, "10.66.1.3:80": {rs(2)},
             **bulk_view(net, 3)}
-    samples: list[View] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            samples.append(view(ipvsadm.list()))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with sampled(lambda: view(ipvsadm.list())) as samples:
         wait_until(lambda: samples, timeout_s=WAIT_S, what="a first sample")
         daemon.proc.send_signal(signal.SIGHUP)
         converge(ipvsadm, wait_until, daemon, want, "reload")
         count = len(samples)
         wait_until(lambda: len(samples) > count, timeout_s=WAIT_S, what="a last sample")
-    finally:
-        stop.set()
-        sampler.join(timeout=WAIT_S)
     for got in samples:
         assert {rs(1), rs(2)} <= got.get("10.66.1.1:80", set()), \
             f"a surviving healthy server left the table during the reload: {got}"
@@ -331,16 +315,7 @@ def test_bad_reloads_never_change_the_kernel_table(clean_ipvs, wait_until, net, 
         "parse never ends": "# inject: hang\n",
         "parse eats memory": "# inject: memory\n",
     }
-    samples: list[FullView] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            samples.append(full_view(ipvsadm.list()))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with sampled(lambda: full_view(ipvsadm.list())) as samples:
         for done, (case, tail) in enumerate(cases.items(), start=1):
             config.write_text(good + tail)
             daemon.proc.send_signal(signal.SIGHUP)
@@ -348,9 +323,6 @@ def test_bad_reloads_never_change_the_kernel_table(clean_ipvs, wait_until, net, 
                        timeout_s=WAIT_S, interval_s=0.2, what=f"{case}: the reload refused")
         count = len(samples)
         wait_until(lambda: len(samples) > count, timeout_s=WAIT_S, what="a last sample")
-    finally:
-        stop.set()
-        sampler.join(timeout=WAIT_S)
     changed = [got for got in samples if {k: v for k, v in got.items() if k != FOREIGN}
                != {k: v for k, v in before.items() if k != FOREIGN}]
     assert not changed, f"the table changed during a bad reload: {changed[0]}\n{daemon.log()}"

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from guestkernel import ip, view
 
 from fastcheck.synthetic import farm
 
@@ -45,22 +46,18 @@ APPLY_WAIT_S = float(os.environ.get("FASTCHECK_STOP_APPLY_WAIT") or 900)
 _CHECK = re.compile(r"        (?:TCP_CHECK|HTTP_GET|MISC_CHECK) \{.*?\n        \}\n", re.S)
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
 @pytest.fixture
 def dummy() -> Iterator[str]:
     """PREFIX.1-2/24 on a dummy interface (PREFIX.3-9 route into it and vanish)."""
-    _ip("link", "set", "lo", "up")
+    ip("link", "set", "lo", "up")
     try:
-        _ip("link", "add", IFNAME, "type", "dummy")
+        ip("link", "add", IFNAME, "type", "dummy")
     except subprocess.CalledProcessError as error:
         pytest.skip(f"no dummy interface in this kernel: {error.stderr.strip()}")
     try:
         for host in (1, 2):
-            _ip("addr", "add", f"{PREFIX}.{host}/24", "dev", IFNAME)
-        _ip("link", "set", IFNAME, "up")
+            ip("addr", "add", f"{PREFIX}.{host}/24", "dev", IFNAME)
+        ip("link", "set", IFNAME, "up")
         yield PREFIX
     finally:
         subprocess.run(["ip", "link", "del", IFNAME], check=False, capture_output=True)
@@ -110,21 +107,6 @@ def daemons() -> Iterator[list[Daemon]]:
     yield started
     for daemon in started:
         daemon.kill()
-
-
-def table(text: str) -> dict[str, set[str]]:
-    """`ipvsadm -Ln` → {"VIP:PORT": {"RIP:PORT"}}, TCP services only."""
-    view: dict[str, set[str]] = {}
-    current: set[str] | None = None
-    for line in text.splitlines()[3:]:
-        words = line.split()
-        if words[0] == "TCP":
-            current = view.setdefault(words[1], set())
-        elif words[0] == "->" and current is not None:
-            current.add(words[1])
-        else:
-            current = None
-    return view
 
 
 def capabilities(pid: int) -> dict[str, int]:
@@ -180,7 +162,7 @@ def test_run_needs_only_net_admin_and_net_raw(clean_ipvs, wait_until, dummy, dae
         daemons.append(daemon)
         want = {f"{dummy}.101:80": {f"{dummy}.1:{RS_PORT}"},
                 f"{dummy}.102:80": {f"{dummy}.2:{RS_PORT}"}}
-        wait_until(lambda: daemon.alive() and table(ipvsadm.list()) == want,
+        wait_until(lambda: daemon.alive() and view(ipvsadm.list()) == want,
                    timeout_s=WAIT_S, interval_s=0.2, what=f"the table {want}")
 
         caps = capabilities(daemon.proc.pid)  # setpriv execs: the pid is fastcheck's
@@ -194,13 +176,13 @@ def test_run_needs_only_net_admin_and_net_raw(clean_ipvs, wait_until, dummy, dae
         assert caps["CapInh"] | caps.get("CapAmb", 0) <= ONLY_NET, caps
         # it still converges after a listener change, with only those capabilities
         listener.close()
-        wait_until(lambda: daemon.alive() and table(ipvsadm.list()) == {**want,
+        wait_until(lambda: daemon.alive() and view(ipvsadm.list()) == {**want,
                    f"{dummy}.101:80": set()},
                    timeout_s=WAIT_S, interval_s=0.2, what="the TCP server to leave")
 
         status, took = daemon.terminate(WAIT_S)
         assert status == 0, daemon.log()
-        assert table(ipvsadm.list()) == {}, daemon.log()
+        assert view(ipvsadm.list()) == {}, daemon.log()
         assert not daemon.pid_file.exists()
         report(f"least-privilege fastcheck stopped in {took:.2f} s")
     finally:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from guestkernel import ip, view
 
 pytestmark = pytest.mark.kernel
 
@@ -30,23 +31,6 @@ sock.listen(64)
 print("ready", flush=True)
 sys.stdin.read()
 """
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-def services(text: str) -> dict[str, set[str]]:
-    """`ipvsadm -Ln` → {"VIP:PORT": {"RIP:PORT"}} (TCP services)."""
-    table: dict[str, set[str]] = {}
-    current: set[str] | None = None
-    for line in text.splitlines()[3:]:
-        words = line.split()
-        if words[0] == "TCP":
-            current = table.setdefault(words[1], set())
-        elif words[0] == "->" and current is not None:
-            current.add(words[1])
-    return table
 
 
 @pytest.fixture
@@ -79,7 +63,7 @@ def test_ipvs_table_is_written_inside_the_namespace(
     def inside() -> dict[str, set[str]]:
         done = subprocess.run(["ip", "netns", "exec", namespace, "ipvsadm", "-Ln"],
                               capture_output=True, text=True, check=True)
-        return services(done.stdout)
+        return view(done.stdout)
 
     assert inside() == {}
     config = tmp_path / "fc.conf"
@@ -113,5 +97,5 @@ def test_ipvs_table_is_written_inside_the_namespace(
             proc.kill()
             proc.wait(timeout=30)
     assert inside() == {}  # released inside the namespace
-    assert set(services(clean_ipvs.list())) == set(FOREIGN)
+    assert set(view(clean_ipvs.list())) == set(FOREIGN)
     assert f"running in network namespace {namespace}" in log_path.read_text()
