@@ -188,8 +188,8 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--reload-timeout", type=_auto_or(_at_least(0.1, float)), default=None,
                      metavar="S|auto",
                      help="abandon reading a reload's file after S seconds and keep the "
-                          "configuration in force (default auto: 15 s, or 5 s per 10,000 "
-                          "real servers in force if more)")
+                          "configuration in force (default auto: 30 s plus 5 s per 10,000 "
+                          "real servers in force)")
     run.add_argument("--reload-memory-limit", type=_auto_or(_size), default=None,
                      metavar="SIZE|auto",
                      help="address space a reload's file may take to read, e.g. 2G or 512M "

@@ -19,9 +19,9 @@ LIMITS = ReadLimits(60.0, 1 << 30)
 
 def test_default_limits_grow_with_the_configuration_in_force() -> None:
     small = default_limits(100)
-    assert small == ReadLimits(reader.MIN_TIMEOUT_S, reader.MIN_MEMORY_BYTES + 100 * 32768)
+    assert small == ReadLimits(30.05, reader.MIN_MEMORY_BYTES + 100 * 32768)
     big = default_limits(100_000)
-    assert big.timeout_s == 50.0 and big.memory_bytes == (1 << 30) + 100_000 * 32768
+    assert big.timeout_s == 80.0 and big.memory_bytes == (1 << 30) + 100_000 * 32768
     assert default_limits(100_000, timeout_s=3.0, memory_bytes=1 << 28) == \
         ReadLimits(3.0, 1 << 28)
 

@@ -38,10 +38,11 @@ from typing import Any
 from fastcheck.gcpause import gc_paused
 from fastcheck.model import Config
 
-# A read may take this long at least: the child's interpreter start plus a small file,
-# with room for a slow or loaded machine (the VM rig runs under software emulation).
-MIN_TIMEOUT_S = 15.0
-TIMEOUT_S_PER_10K_RS = 5.0          # then this much per 10,000 real servers in force
+# A read may take this long: the child's interpreter start plus a small file, with room
+# for a slow or loaded machine (a refused valid file costs an operator more than a hostile
+# one holding the next reload back a little longer) ...
+MIN_TIMEOUT_S = 30.0
+TIMEOUT_S_PER_10K_RS = 5.0          # ... plus this much per 10,000 real servers in force
 MIN_MEMORY_BYTES = 1 << 30          # 1 GiB of address space at least
 MEMORY_BYTES_PER_RS = 32 << 10      # then 32 KiB per real server in force (40k RS: 2.3 GiB)
 _STDERR_KEEP = 4096                 # the last bytes of the child's stderr kept for a reason
@@ -69,7 +70,7 @@ def default_limits(real_servers: int, *, timeout_s: float | None = None,
     """The limits of a reload's read, sized on the configuration in force (`real_servers`)
     unless given explicitly (--reload-timeout, --reload-memory-limit)."""
     if timeout_s is None:
-        timeout_s = max(MIN_TIMEOUT_S, TIMEOUT_S_PER_10K_RS * real_servers / 10_000)
+        timeout_s = MIN_TIMEOUT_S + TIMEOUT_S_PER_10K_RS * real_servers / 10_000
     if memory_bytes is None:
         memory_bytes = MIN_MEMORY_BYTES + MEMORY_BYTES_PER_RS * real_servers
     return ReadLimits(timeout_s, memory_bytes)
