@@ -397,6 +397,16 @@ def test_ha_suspend_ignores_results_while_vip_absent() -> None:
     assert "RealServerDown" in kinds(state.on_result(1, pid(plan, 1), FAIL))
 
 
+def test_ha_suspend_leaves_track_files_acting() -> None:
+    """keepalived applies a track file's changes whatever ha_suspend says (check_file.c
+    acts on inotify events, not through the suspended checker threads)."""
+    cfg = config(rs_block(1, 10, checks="file"), "ha_suspend\n")
+    state, plan = build(cfg)
+    state.set_vip_present(cfg.virtual_servers[0].key, False)
+    state.on_result(0, pid(plan, 1, "FILE_CHECK"), ProbeResult.up(weight_offset=5))
+    assert dests(state) == {"172.16.0.1": 15}
+
+
 def test_omega_shutdown_runs_down_notifiers() -> None:
     cfg = config(rs_block(1, extra=' notify_down "/bin/d1"\n') + rs_block(2, checks="tcp0"),
                  'omega\n quorum_down "/bin/qd"\n')

@@ -54,6 +54,7 @@ from fastcheck.ipvs.table import (
 )
 from fastcheck.model import (
     CheckKey,
+    CheckKind,
     Config,
     Forwarding,
     RealServer,
@@ -287,8 +288,9 @@ class HealthState:
         interval, tolerance, scheduled, shared = clock
         want = math.inf
         for checker, rs in owners:
-            if rs.vs.cfg.ha_suspend and not rs.vs.vip_present:
-                continue
+            if rs.vs.cfg.ha_suspend and not rs.vs.vip_present \
+                    and checker.check.kind is not CheckKind.FILE:
+                continue  # suspended; track files act even then (check_file.c)
             timing = checker.cadence
             if shared and started < timing.due - tolerance:
                 want = min(want, timing.due)
