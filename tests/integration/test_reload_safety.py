@@ -329,3 +329,28 @@ def test_a_failure_while_planning_changes_nothing(run, tmp_path: Path, caplog) -
         run(scenario())
     finally:
         up.close()
+
+
+def test_a_reload_naming_another_net_namespace_says_it_needs_a_restart(
+        run, tmp_path: Path, caplog) -> None:
+    up, port = listener()
+    config = tmp_path / "k.conf"
+    write_config(config, {"10.0.0.1": [port]})
+    first, _ = load_file(str(config))
+
+    async def scenario() -> None:
+        runtime = Runtime(first, MemoryBackend(fullnat=True), UpIfLastOk, UpIfLastOk.carry,
+                          Options(config_path=str(config), dry_run=True, repair_interval_s=0,
+                                  data_path=str(tmp_path / "d"), json_path=str(tmp_path / "j")))
+        runtime.start()
+        config.write_text("net_namespace blue\n" + config.read_text())
+        with caplog.at_level(logging.WARNING, logger="fastcheck"):
+            assert await runtime.reload() is True
+        await runtime.stop()
+
+    try:
+        run(scenario())
+    finally:
+        up.close()
+    assert "reload: net_namespace (none) -> blue does not take effect until a restart" \
+        in caplog.text

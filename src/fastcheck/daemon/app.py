@@ -551,6 +551,12 @@ class Runtime:
             return self._refuse(ReloadFailure(failure.value, result.reason))
         for item in result.warnings:
             log.warning("%s", item)
+        before, after = self.config.global_defs.net_namespace, \
+            result.config.global_defs.net_namespace
+        if after != before:  # keepalived keeps its namespace on reload too, silently
+            log.warning("reload: net_namespace %s -> %s does not take effect until a "
+                        "restart; probes and IPVS stay in %s", before or "(none)",
+                        after or "(none)", before or "the daemon's own namespace")
         try:
             step = self._prepare(result.config)
         except Exception as error:
