@@ -99,7 +99,9 @@ class Listeners:
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.net.host(host), RS_PORT))
-            sock.listen(128)
+            # never accepted: every probe's connection waits in the accept queue, so
+            # the backlog must outlast the longest test (2 probes/s for minutes)
+            sock.listen(4096)
             self.socks[host] = sock
 
     def close(self, *hosts: int) -> None:
@@ -185,7 +187,13 @@ def converge(ipvsadm, wait_until, daemon: Process, want: View, what: str) -> Non
         got.pop(FOREIGN, None)
         return got == want
 
-    wait_until(ours, timeout_s=WAIT_S, interval_s=0.2, what=f"{what}: table {want}")
+    try:
+        wait_until(ours, timeout_s=WAIT_S, interval_s=0.2, what=f"{what}: table {want}")
+    except pytest.fail.Exception:
+        got = view(ipvsadm.list())
+        got.pop(FOREIGN, None)
+        pytest.fail(f"{what}: table {got}, not {want}, after {WAIT_S:g} s; the daemon "
+                    f"said:\n{daemon.log()[-6000:]}", pytrace=False)
 
 
 @contextlib.contextmanager
