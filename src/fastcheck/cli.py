@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from fastcheck import __version__
 from fastcheck.config.loader import load_file
+from fastcheck.daemon import gcpolicy
 from fastcheck.daemon.app import HealthCarry, HealthFactory, Options
 from fastcheck.daemon.dump import DEFAULT_DATA_PATH, DEFAULT_JSON_PATH
 from fastcheck.daemon.log import LogSetupError, setup_logging
@@ -247,7 +248,8 @@ def _print_diagnostics(diags: Diagnostics, stream: TextIO) -> None:
 
 def _load(path: str, args: argparse.Namespace, err: TextIO) -> Config | None:
     try:
-        config, diags = load_file(path, config_id=args.config_id, strict=args.strict)
+        with gcpolicy.paused(freeze=True):  # a large, long-lived structure: see gcpolicy
+            config, diags = load_file(path, config_id=args.config_id, strict=args.strict)
     except ConfigError as error:
         for item in error.diagnostics:
             print(item, file=err)
@@ -347,7 +349,8 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             for line in table_lines(table):
                 print(line, file=out)
         return EXIT_OK
-    result = diff(old, new)
+    with gcpolicy.paused():
+        result = diff(old, new)
     if args.json:
         json.dump(diff_json(result), out, indent=2)
         out.write("\n")

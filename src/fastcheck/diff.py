@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastcheck.gcpause import gc_paused
 from fastcheck.ipvs.ops import Op
 from fastcheck.ipvs.reconcile import reconcile
 from fastcheck.ipvs.table import desired_table
@@ -64,8 +63,7 @@ def _split(old: dict, new: dict) -> tuple[tuple, tuple, tuple]:
 
 def diff(old: Config, new: Config, *, with_ops: bool = True) -> ConfigDiff:
     """`with_ops=False` skips the IPVS operations (the daemon reconciles live tables)."""
-    with gc_paused():
-        return _diff(old, new, with_ops)
+    return _diff(old, new, with_ops)
 
 
 def _diff(old: Config, new: Config, with_ops: bool) -> ConfigDiff:

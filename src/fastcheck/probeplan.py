@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fastcheck.gcpause import gc_paused
 from fastcheck.model import CheckKey, Config, ProbeKey, RsKey
 
 
@@ -84,8 +83,7 @@ class PlanDiff:
 
 def plan_probes(config: Config, previous: ProbePlan | None = None) -> ProbePlan:
     """Groups every check of `config` into unique probes (see the module docstring)."""
-    with gc_paused():  # tens of thousands of long-lived records: see fastcheck.gcpause
-        return _plan(config, previous)
+    return _plan(config, previous)
 
 
 def _plan(config: Config, previous: ProbePlan | None) -> ProbePlan:

@@ -22,7 +22,6 @@ from fastcheck.config.collect import Fields, collect
 from fastcheck.config.groups import local_addresses, vs_group_entry
 from fastcheck.config.parser import Statement, parse_file, parse_text
 from fastcheck.errors import ConfigError, Diagnostics, Position, clip, echo
-from fastcheck.gcpause import gc_paused
 from fastcheck.model import (
     Config,
     Family,
@@ -98,8 +97,7 @@ def _config_id(config_id: str | None) -> str:
 def _finish(statements: tuple[Statement, ...], diags: Diagnostics) -> tuple[Config, Diagnostics]:
     if diags.stopped:        # a budget cut reading short: the statements are not the config
         raise ConfigError(diags.errors)
-    with gc_paused():
-        config = Loader(diags).load(statements)
+    config = Loader(diags).load(statements)
     if diags.has_errors:
         raise ConfigError(diags.errors)
     return config, diags

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from fastcheck.config.lexer import CLOSE, OPEN, Line, lex_file, lex_text
 from fastcheck.errors import Diagnostics, Position
-from fastcheck.gcpause import gc_paused
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +38,11 @@ _Open = tuple[_Header | None, Position, list[Statement]]
 def parse_lines(lines: Iterable[Line], diagnostics: Diagnostics) -> tuple[Statement, ...]:
     """Build the statement tree from logical lines (see the module docstring for rules).
 
-    The cyclic garbage collector is paused meanwhile: the tree is hundreds of thousands of
-    objects that all survive, and letting the collector rescan them while they are built
-    more than doubles the time a large configuration takes.
+    The tree is hundreds of thousands of objects that all survive: callers that build a
+    large one pause the cyclic garbage collector around it (`fastcheck.daemon.gcpolicy`);
+    this module never touches the collector.
     """
-    with gc_paused():
-        return _parse(lines, diagnostics)
+    return _parse(lines, diagnostics)
 
 
 def _parse(lines: Iterable[Line], diagnostics: Diagnostics) -> tuple[Statement, ...]:

@@ -33,7 +33,7 @@ from fastcheck.model import CheckKey, Config, VsKey
 from fastcheck.probeplan import ProbePlan, plan_probes
 from fastcheck.probes.result import Failure, ProbeResult
 
-from . import dump
+from . import dump, gcpolicy
 from .addresses import VipTracker
 from .engine import LocalEngine, OnResult, ProbeEngine
 from .log import (
@@ -186,8 +186,9 @@ class Runtime:
         self.options = options
         self.config = config
         self.backend = backend
-        self.plan = plan_probes(config)
-        self.health: Health = health_factory(config, self.plan)
+        with gcpolicy.paused(freeze=True):  # large and long-lived: see gcpolicy
+            self.plan = plan_probes(config)
+            self.health: Health = health_factory(config, self.plan)
         self._carry = health_carry
         self._tick_timer: asyncio.TimerHandle | None = None
         self._tick_at = 0.0
@@ -300,7 +301,15 @@ class Runtime:
         return False
 
     def start(self) -> None:
-        """Adopts the kernel table (applies only differences) and starts probing."""
+        """Adopts the kernel table (applies only differences) and starts probing; then
+        the collector settles once (collect, freeze the survivors: see gcpolicy)."""
+        with gcpolicy.paused():
+            self._start()
+        done = gcpolicy.settle()
+        log.debug("start: collector freed %d objects in %.0f ms", done.freed,
+                  done.took_s * 1000)
+
+    def _start(self) -> None:
         mode = "dry run: memory table, nothing is sent to the kernel" if self.options.dry_run \
             else f"backend {self.backend.name}"
         log.info("starting: %s; %d probes; %s", self.options.config_path, len(self.plan), mode)
@@ -510,9 +519,19 @@ class Runtime:
         outcome = _ReloadOutcome(carry_on=False, switched=False)
         try:
             outcome = await self._reload()
+            if outcome.switched:
+                # The previous state's cycles are collected once the reload is over (the
+                # table converged, observers told), after what waited for it has run:
+                # a full collection holds the loop (~0.3-0.6 s at 40,000 real servers).
+                self.loop.call_later(0.001, self._collect_after_reload)
             return outcome.carry_on
         finally:
             self.observers.reload_finished(self, outcome.switched, time.monotonic() - began)
+
+    def _collect_after_reload(self) -> None:
+        done = gcpolicy.after_reload()
+        log.debug("reload: collector freed %d objects in %.0f ms", done.freed,
+                  done.took_s * 1000)
 
     def read_limits(self) -> ReadLimits:
         """How long and how much memory reading the new file may take."""
@@ -557,19 +576,20 @@ class Runtime:
             log.warning("reload: net_namespace %s -> %s does not take effect until a "
                         "restart; probes and IPVS stay in %s", before or "(none)",
                         after or "(none)", before or "the daemon's own namespace")
-        try:
-            step = self._prepare(result.config)
-        except Exception as error:
-            return self._refuse(ReloadFailure("planning",
-                                              f"planning the new configuration failed: "
-                                              f"{one_line(error)}"), error)
-        self._busy = True
-        try:
-            switched = await self._switch(step)
-            return _ReloadOutcome(carry_on=switched, switched=switched)
-        finally:
-            self._busy = False
-            self._flush_pending()
+        with gcpolicy.paused():  # planning builds the next state; collected after
+            try:
+                step = self._prepare(result.config)
+            except Exception as error:
+                return self._refuse(ReloadFailure("planning",
+                                                  f"planning the new configuration failed: "
+                                                  f"{one_line(error)}"), error)
+            self._busy = True
+            try:
+                switched = await self._switch(step)
+                return _ReloadOutcome(carry_on=switched, switched=switched)
+            finally:
+                self._busy = False
+                self._flush_pending()
 
     def _flush_pending(self) -> None:
         """Results that waited while the runtime was busy are judged soon."""

@@ -35,8 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastcheck.gcpause import gc_paused
 from fastcheck.model import Config
+
+from . import gcpolicy
 
 # A read may take this long: the child's interpreter start plus a small file, with room
 # for a slow or loaded machine (a refused valid file costs an operator more than a hostile
@@ -180,10 +181,10 @@ def _pickle(result: ReadResult) -> bytes:
 
 
 def _unpickle(answer: bytes) -> object:
-    # The collector paused as the loader pauses it: rescanning a configuration's
-    # hundreds of thousands of new objects while they are built would hold the GIL
-    # (hence the loop) for tenths of a second each time, and double the time taken.
-    with gc_paused():
+    # The collector paused: rescanning a configuration's hundreds of thousands of new
+    # objects while they are built would hold the GIL (hence the loop) for tenths of a
+    # second each time, and double the time taken. The Runtime collects after the switch.
+    with gcpolicy.paused(freeze=True):
         return pickle.loads(answer)
 
 
@@ -246,13 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     answer = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but the answer goes to the daemon's pipe
     resource.setrlimit(resource.RLIMIT_AS, (args.memory, args.memory))
-    result = _read(args.path, args.config_id, args.memory)
-    try:
-        data = _pickle(result)
-    except MemoryError:
-        del result
-        data = pickle.dumps(failed(ReadFailure.OUT_OF_MEMORY, "reading needs more than "
-                                   f"{format_size(args.memory)} (--reload-memory-limit)"))
+    with gcpolicy.paused():  # a short-lived process that builds one large structure
+        result = _read(args.path, args.config_id, args.memory)
+        try:
+            data = _pickle(result)
+        except MemoryError:
+            del result
+            data = pickle.dumps(failed(ReadFailure.OUT_OF_MEMORY, "reading needs more than "
+                                       f"{format_size(args.memory)} (--reload-memory-limit)"))
     answer.write(data)
     answer.flush()
     return 0
