@@ -193,8 +193,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                           "real servers in force)")
     run.add_argument("--reload-memory-limit", type=_auto_or(_size), default=None,
                      metavar="SIZE|auto",
-                     help="address space a reload's file may take to read, e.g. 2G or 512M "
-                          "(default auto: 1 GiB plus 32 KiB per real server in force)")
+                     help="memory (heap and private mappings) a reload's file may take to "
+                          "read, e.g. 2G or 512M (default auto: 1 GiB plus 32 KiB per real "
+                          "server in force)")
     extensions = run.add_argument_group(
         "fastcheck extensions (off by default: stock configurations behave as under keepalived)")
     extensions.add_argument("--rise", type=_at_least(1, int), default=1, metavar="N",
@@ -255,6 +256,9 @@ def _load(path: str, args: argparse.Namespace, err: TextIO) -> Config | None:
             print(item, file=err)
         print(f"{path}: {len(error.diagnostics)} error(s); configuration not usable",
               file=err)
+        return None
+    except MemoryError:
+        print(f"{path}: out of memory while reading the configuration; not usable", file=err)
         return None
     _print_diagnostics(diags, err)
     return config

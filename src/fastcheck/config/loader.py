@@ -58,7 +58,9 @@ def _describe(kind: VsKind, address: str | None, port: int | None, fwmark: int |
 # too long for int(), runaway includes and expansions: see the budgets in lexer.py and
 # params.py). Should one still escape, the user gets a ConfigError saying so, not a
 # traceback; its wording (BUG_MESSAGE) lets the tests tell it from a diagnosis.
-_LAST_RESORT = (RecursionError, MemoryError, ValueError, OverflowError)
+# MemoryError is not among them: running out of memory is the limit of the process that
+# reads (the reload reader's ceiling, check-config's machine), reported by that process.
+_LAST_RESORT = (RecursionError, ValueError, OverflowError)
 BUG_MESSAGE = "fastcheck could not read this configuration (a bug; please report it)"
 
 

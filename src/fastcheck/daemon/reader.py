@@ -2,7 +2,9 @@
 memory ceiling.
 
 Owns: `read_config(path, config_id, limits)` — the loader runs in a child process
-(``python -m fastcheck.daemon.reader``) under an address-space ceiling (RLIMIT_AS); a
+(``python -m fastcheck.daemon.reader``) under a memory ceiling (RLIMIT_DATA: heap and
+private mappings, not the shared libraries or locale files an address-space limit would
+count, whose size varies from machine to machine); a
 child that runs past its deadline, or whose read is cancelled (a stop), is killed and
 reaped; the result comes back pickled and is unpickled in a worker thread. It answers
 with a `ReadResult`: the new Config and its warnings, or a `ReadFailure` and a one-line
@@ -44,7 +46,7 @@ from . import gcpolicy
 # one holding the next reload back a little longer) ...
 MIN_TIMEOUT_S = 30.0
 TIMEOUT_S_PER_10K_RS = 5.0          # ... plus this much per 10,000 real servers in force
-MIN_MEMORY_BYTES = 1 << 30          # 1 GiB of address space at least
+MIN_MEMORY_BYTES = 1 << 30          # 1 GiB of data at least
 MEMORY_BYTES_PER_RS = 32 << 10      # then 32 KiB per real server in force (40k RS: 2.3 GiB)
 _STDERR_KEEP = 4096                 # the last bytes of the child's stderr kept for a reason
 
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent(args.parent)
     answer = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but the answer goes to the daemon's pipe
-    resource.setrlimit(resource.RLIMIT_AS, (args.memory, args.memory))
+    resource.setrlimit(resource.RLIMIT_DATA, (args.memory, args.memory))
     with gcpolicy.paused():  # a short-lived process that builds one large structure
         result = _read(args.path, args.config_id, args.memory)
         try:
