@@ -6,7 +6,8 @@ The farm alternates between revision 0 and 1 with its check blocks stripped (as 
 bench/test_bench_reload.py), on the memory backend, each reload read by the real reader
 process. Also printed: the permanent generation's size (`gc.get_freeze_count()`), how long
 each post-switch collection (`gcpolicy.after_reload`) held the loop, and the load average.
-`FASTCHECK_BENCH_RELOADS` lowers the count of reloads (default 100).
+`FASTCHECK_BENCH_RELOADS` lowers the count of reloads (default 100). In the normal suite
+(no `--benchmark-enable`) it makes 2 reloads, to show it still works.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def rss_mib() -> float:
 
 
 def test_rss_after_1_10_100_reloads(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                    monkeypatch: pytest.MonkeyPatch,
+                                    request: pytest.FixtureRequest) -> None:
+    reloads = RELOADS if request.config.getoption("benchmark_enable", False) \
+        else min(RELOADS, 2)
     texts = unchecked_farm(0), unchecked_farm(1)
     path = tmp_path / "fastcheck.conf"
     path.write_text(texts[0])
@@ -69,12 +73,12 @@ def test_rss_after_1_10_100_reloads(tmp_path: Path, capsys: pytest.CaptureFixtur
                           loop=loop)
         runtime.start()
         figures.append((0, rss_mib(), gc.get_freeze_count()))
-        for reload in range(1, RELOADS + 1):
+        for reload in range(1, reloads + 1):
             path.write_text(texts[reload % 2])
             assert loop.run_until_complete(runtime.reload()) is True
             backend.applied.clear()  # the memory backend's own record of every op sent
             loop.run_until_complete(asyncio.sleep(0.01))  # the post-reload collection runs
-            if reload in REPORT_AT or reload == RELOADS:
+            if reload in REPORT_AT or reload == reloads:
                 figures.append((reload, rss_mib(), gc.get_freeze_count()))
         assert backend.read() == desired_table(load_file(str(path))[0])
         loop.run_until_complete(runtime.stop())
