@@ -210,12 +210,22 @@ def _identity(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+_READ_CHUNK = 1 << 20
+
+
 def _read(path: str, max_bytes: int) -> tuple[list[str], int] | None:
     """The lines of ``path`` and its size; None if it is larger than ``max_bytes``."""
+    # In chunks: read(max_bytes + 1) would allocate the whole budget (256 MiB) up front
+    # for every file, past a reload reader's memory ceiling and slow for many files.
+    chunks: list[bytes] = []
+    size = 0
     with open(path, "rb") as fh:
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        return None
+        while chunk := fh.read(min(_READ_CHUNK, max_bytes + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                return None
+    data = b"".join(chunks)
     text = data.decode("utf-8", errors="surrogateescape")
     return text.removeprefix("\ufeff").split("\n"), len(data)
 
