@@ -94,6 +94,11 @@ def failed(failure: ReadFailure, reason: str, *, errors: tuple[str, ...] = (),
     return ReadResult(None, (), failure, reason, errors, detail)
 
 
+def out_of_memory(memory_bytes: int, detail: str = "") -> ReadResult:
+    return failed(ReadFailure.OUT_OF_MEMORY, f"reading needs more than "
+                  f"{format_size(memory_bytes)} (--reload-memory-limit)", detail=detail)
+
+
 def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     if len(text) > 200:
@@ -202,9 +207,7 @@ def _died(status: int | None, errput: bytes, limits: ReadLimits) -> ReadResult:
     else:
         how = f"the reader process exited with status {status} and no answer"
     if "MemoryError" in last:
-        return failed(ReadFailure.OUT_OF_MEMORY,
-                      f"reading needs more than {format_size(limits.memory_bytes)} "
-                      "(--reload-memory-limit)", detail="\n".join(lines))
+        return out_of_memory(limits.memory_bytes, "\n".join(lines))
     return failed(ReadFailure.DIED, f"{how}{': ' + last if last else ''}",
                   detail="\n".join(lines))
 
@@ -230,8 +233,7 @@ def _read(path: str, config_id: str | None, memory_bytes: int) -> ReadResult:
                       detail="".join(traceback.format_exception(error)))
     else:
         return ReadResult(config, tuple(str(item) for item in diagnostics.items))
-    return failed(ReadFailure.OUT_OF_MEMORY, f"reading needs more than "
-                  f"{format_size(memory_bytes)} (--reload-memory-limit)")
+    return out_of_memory(memory_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             data = _pickle(result)
         except MemoryError:
             del result
-            data = pickle.dumps(failed(ReadFailure.OUT_OF_MEMORY, "reading needs more than "
-                                       f"{format_size(args.memory)} (--reload-memory-limit)"))
+            data = pickle.dumps(out_of_memory(args.memory))
     answer.write(data)
     answer.flush()
     return 0
